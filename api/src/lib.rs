@@ -1,0 +1,1 @@
+//! The TraffoFlex admin and automation API.

@@ -1,0 +1,1 @@
+//! The TraffoFlex data plane: the traffic hot path, the postback service and the ingester.
