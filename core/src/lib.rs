@@ -2,3 +2,4 @@
 //! telemetry and settings.
 
 pub mod settings;
+pub mod store;
