@@ -3,3 +3,4 @@
 
 pub mod settings;
 pub mod store;
+pub mod testenv;
