@@ -14,7 +14,10 @@ pub fn backend(name: &str) -> Option<String> {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
             let in_ci = std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false);
-            assert!(!in_ci, "{name} is not set: CI must run this test against the real backend (start it with scripts/deps.sh start)");
+            assert!(
+                !in_ci,
+                "{name} is not set: CI must run this test against the real backend (start it with scripts/deps.sh start)"
+            );
             eprintln!("skipping: {name} is not set (run `scripts/deps.sh start` and source .deps/env)");
             None
         }

@@ -1,1 +1,3 @@
 //! The TraffoFlex data plane: the traffic hot path, the postback service and the ingester.
+
+pub mod ingest;

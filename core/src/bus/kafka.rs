@@ -1,0 +1,192 @@
+//! Kafka on `rdkafka`: an idempotent producer that acknowledges a batch only when every message is written,
+//! a consumer-group reader that hands out batches and commits offsets only when told, and topic creation.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{BusError, Topic};
+use crate::events::{self, Event};
+
+fn kafka_err(e: rdkafka::error::KafkaError) -> BusError {
+    BusError::Kafka(e.to_string())
+}
+
+/// Publishes events; a batch counts as delivered only when Kafka acknowledged every message (acks=all,
+/// idempotent, so retries inside the client never duplicate).
+#[derive(Clone)]
+pub struct KafkaProducer {
+    producer: FutureProducer,
+    prefix: String,
+}
+
+impl KafkaProducer {
+    pub fn new(brokers: &str, prefix: &str) -> Result<Self, BusError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        Ok(Self { producer, prefix: prefix.to_owned() })
+    }
+
+    /// Sends every event and waits for all acknowledgements.
+    pub async fn publish(&self, batch: &[Event]) -> Result<(), BusError> {
+        let encoded: Vec<(String, String, Vec<u8>)> =
+            batch.iter().map(|e| (e.topic().name(&self.prefix), e.key(), events::encode(e))).collect();
+        let mut pending = Vec::with_capacity(encoded.len());
+        for (topic, key, payload) in &encoded {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            pending.push(self.producer.send(record, Duration::from_secs(30)));
+        }
+        let mut failed = 0;
+        let mut first_error = String::new();
+        for outcome in futures::future::join_all(pending).await {
+            if let Err((e, _)) = outcome {
+                if failed == 0 {
+                    first_error = e.to_string();
+                }
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            return Err(BusError::Delivery { failed, total: batch.len(), first_error });
+        }
+        Ok(())
+    }
+
+    /// Waits until everything queued in the client is delivered, or the timeout passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        self.producer.flush(timeout).map_err(kafka_err)
+    }
+}
+
+/// One message taken from Kafka, owned, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+/// A consumer-group member that reads batches and commits only what the caller says is stored.
+pub struct KafkaConsumer {
+    consumer: StreamConsumer,
+}
+
+impl KafkaConsumer {
+    /// Joins `group` on `topics`. With no committed offset the group starts from the earliest message.
+    pub fn new(brokers: &str, group: &str, topics: &[String]) -> Result<Self, BusError> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .create()
+            .map_err(|e| BusError::Config(e.to_string()))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(kafka_err)?;
+        Ok(Self { consumer })
+    }
+
+    /// Waits for the first message up to `max_wait`, then takes what else arrives until the batch has `max`
+    /// messages or `linger` has passed since the first one.
+    pub async fn next_batch(
+        &self,
+        max: usize,
+        max_wait: Duration,
+        linger: Duration,
+    ) -> Result<Vec<Received>, BusError> {
+        let mut batch = Vec::new();
+        let first = match tokio::time::timeout(max_wait, self.consumer.recv()).await {
+            Err(_) => return Ok(batch),
+            Ok(m) => m.map_err(kafka_err)?,
+        };
+        batch.push(owned(&first));
+        let deadline = Instant::now() + linger;
+        while batch.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(m) => batch.push(owned(&m.map_err(kafka_err)?)),
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Commits, for each partition in `batch`, the offset after its last message: call only once the batch is
+    /// stored, so a crash before this re-delivers it.
+    pub fn commit(&self, batch: &[Received]) -> Result<(), BusError> {
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for m in batch {
+            let e = next.entry((&m.topic, m.partition)).or_insert(m.offset + 1);
+            *e = (*e).max(m.offset + 1);
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).map_err(kafka_err)?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(kafka_err)
+    }
+}
+
+fn owned(m: &BorrowedMessage<'_>) -> Received {
+    Received {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    }
+}
+
+/// Creates every topic of [`Topic::ALL`] under `prefix` with its partitions and retention; topics that exist
+/// are left as they are. Returns the names created.
+pub async fn create_topics(brokers: &str, prefix: &str, replication: i32) -> Result<Vec<String>, BusError> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|e| BusError::Config(e.to_string()))?;
+    let names: Vec<String> = Topic::ALL.iter().map(|t| t.name(prefix)).collect();
+    let retention: Vec<String> = Topic::ALL.iter().map(|t| t.spec().retention.as_millis().to_string()).collect();
+    let new: Vec<NewTopic<'_>> = Topic::ALL
+        .iter()
+        .zip(&names)
+        .zip(&retention)
+        .map(|((t, name), ms)| {
+            NewTopic::new(name, t.spec().partitions, TopicReplication::Fixed(replication)).set("retention.ms", ms)
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(&new, &opts).await.map_err(kafka_err)?;
+    let mut created = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(BusError::Kafka(format!("creating topic {name}: {code}")));
+            }
+        }
+    }
+    Ok(created)
+}

@@ -1,0 +1,146 @@
+//! The wire format: one JSON object per message, `{"v":1,"type":"click","data":{…}}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::Event;
+
+/// The wire format version this build writes. Readers accept every version up to this one.
+pub const WIRE_VERSION: u16 = 1;
+
+/// Why a message could not be read as an event.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a TraffoFlex event envelope: {0}")]
+    Envelope(serde_json::Error),
+    #[error("wire format version {0} is newer than this build understands ({WIRE_VERSION})")]
+    Version(u16),
+    #[error("unknown event type `{0}`")]
+    Type(String),
+    #[error("bad `{kind}` event: {source}")]
+    Data { kind: String, source: serde_json::Error },
+}
+
+#[derive(Serialize)]
+struct Out<'a, T: Serialize> {
+    v: u16,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    data: &'a T,
+}
+
+#[derive(Deserialize)]
+struct In<'a> {
+    v: u16,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+fn out<T: Serialize>(kind: &'static str, data: &T) -> Vec<u8> {
+    // Serialising plain structs of strings and numbers into a Vec cannot fail.
+    serde_json::to_vec(&Out { v: WIRE_VERSION, kind, data }).unwrap_or_default()
+}
+
+/// The event's bytes on the wire.
+pub fn encode(event: &Event) -> Vec<u8> {
+    match event {
+        Event::Click(c) => out("click", c),
+        Event::Trafficback(c) => out("trafficback", c),
+        Event::Conversion(c) => out("conversion", c),
+        Event::PostbackLog(p) => out("postbackLog", p),
+        Event::DestinationHealth(h) => out("destinationHealth", h),
+    }
+}
+
+/// Reads one message; every failure says what was wrong so it can be shown as an ingestion error.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let env: In<'_> = serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
+    if env.v > WIRE_VERSION {
+        return Err(DecodeError::Version(env.v));
+    }
+    let raw = env.data.get();
+    let data = |e| DecodeError::Data { kind: env.kind.to_owned(), source: e };
+    Ok(match env.kind {
+        "click" => Event::Click(serde_json::from_str(raw).map_err(data)?),
+        "trafficback" => Event::Trafficback(serde_json::from_str(raw).map_err(data)?),
+        "conversion" => Event::Conversion(serde_json::from_str(raw).map_err(data)?),
+        "postbackLog" => Event::PostbackLog(serde_json::from_str(raw).map_err(data)?),
+        "destinationHealth" => Event::DestinationHealth(serde_json::from_str(raw).map_err(data)?),
+        other => return Err(DecodeError::Type(other.to_owned())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ClickEvent, ConversionEvent, ConversionStatus, HealthEvent, PostbackLogEvent};
+
+    fn samples() -> Vec<Event> {
+        let click = ClickEvent {
+            click_id: "c1".into(),
+            ts: 1_764_000_000_123,
+            campaign_id: "camp".into(),
+            subs: vec!["a".into(), String::new(), "c".into()],
+            cost: "0.05".parse().unwrap_or_default(),
+            currency: "USD".into(),
+            is_unique: true,
+            ..Default::default()
+        };
+        vec![
+            Event::Click(click.clone()),
+            Event::Trafficback(ClickEvent { trafficback_depth: 1, ..click }),
+            Event::Conversion(ConversionEvent {
+                conversion_id: "v1".into(),
+                revision: 2,
+                status: ConversionStatus::Pending,
+                payout: "12.340000".parse().unwrap_or_default(),
+                ..Default::default()
+            }),
+            Event::PostbackLog(PostbackLogEvent { id: "p1".into(), outcome: "accepted".into(), ..Default::default() }),
+            Event::DestinationHealth(HealthEvent { id: "h1".into(), healthy: true, ..Default::default() }),
+        ]
+    }
+
+    #[test]
+    fn every_event_round_trips() {
+        for e in samples() {
+            assert_eq!(decode(&encode(&e)).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn the_envelope_is_documented_json() {
+        let bytes = encode(&samples()[0]);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["type"], "click");
+        assert_eq!(v["data"]["clickId"], "c1");
+        assert_eq!(v["data"]["cost"], "0.05", "money is a decimal string, never a float");
+        assert_eq!(v["data"]["subs"][2], "c");
+    }
+
+    #[test]
+    fn older_fields_missing_are_defaults_and_unknown_fields_are_ignored() {
+        let e = decode(br#"{"v":1,"type":"click","data":{"clickId":"x","future":42}}"#).unwrap();
+        let Event::Click(c) = e else { panic!("not a click") };
+        assert_eq!(c.click_id, "x");
+        assert_eq!(c.campaign_id, "");
+    }
+
+    #[test]
+    fn bad_messages_say_why() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"not json", "not a TraffoFlex event envelope"),
+            (br#"{"v":99,"type":"click","data":{}}"#, "version 99"),
+            (br#"{"v":1,"type":"nope","data":{}}"#, "unknown event type `nope`"),
+            (br#"{"v":1,"type":"click","data":{"ts":"soon"}}"#, "bad `click` event"),
+            (br#"{"v":1,"type":"click"}"#, "not a TraffoFlex event envelope"),
+        ];
+        for (bytes, want) in cases {
+            let err = decode(bytes).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+}
