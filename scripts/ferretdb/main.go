@@ -31,7 +31,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go func() { <-ctx.Done(); time.Sleep(*shutdown); slog.Warn("ferretdb: shutdown timeout, exiting"); os.Exit(0) }()
+	go func() {
+		<-ctx.Done()
+		time.Sleep(*shutdown)
+		slog.Warn("ferretdb: shutdown timeout, exiting")
+		os.Exit(0)
+	}()
 	slog.Info("ferretdb: listening", "addr", *addr, "backend", "postgresql")
 	_ = f.Run(ctx)
 	slog.Info("ferretdb: stopped")
