@@ -1,0 +1,4 @@
+//! One module per role of the binary.
+
+pub mod ingest;
+pub mod migrate;
