@@ -3,6 +3,7 @@
 
 pub mod analytics;
 pub mod bus;
+pub mod clickid;
 pub mod events;
 pub mod settings;
 pub mod store;
