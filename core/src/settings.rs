@@ -12,21 +12,13 @@ pub struct BackendSettings {
     #[arg(long, env = "TRAFFOFLEX_CLICKHOUSE_URL")]
     pub clickhouse_url: Option<String>,
     /// ClickHouse database name.
-    #[arg(
-        long,
-        env = "TRAFFOFLEX_CLICKHOUSE_DATABASE",
-        default_value = "traffoflex"
-    )]
+    #[arg(long, env = "TRAFFOFLEX_CLICKHOUSE_DATABASE", default_value = "traffoflex")]
     pub clickhouse_database: String,
     /// Kafka bootstrap servers, comma-separated (e.g. 127.0.0.1:9092).
     #[arg(long, env = "TRAFFOFLEX_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
     /// Prefix of every Kafka topic name.
-    #[arg(
-        long,
-        env = "TRAFFOFLEX_KAFKA_TOPIC_PREFIX",
-        default_value = "traffoflex."
-    )]
+    #[arg(long, env = "TRAFFOFLEX_KAFKA_TOPIC_PREFIX", default_value = "traffoflex.")]
     pub kafka_topic_prefix: String,
     /// Directory of the embedded backends (SQLite files, the local click log).
     #[arg(long, env = "TRAFFOFLEX_DATA_DIR", default_value = "./.traffoflex")]
