@@ -8,27 +8,13 @@ use ::clickhouse::{Client, Row, RowOwned, RowWrite};
 use serde::Deserialize;
 
 use super::AnalyticsError;
+pub use super::InsertCounts;
 use super::rows::{ClickRow, ConversionRow, HealthRow, IngestionErrorRow, PostbackLogRow};
 use super::schema::{MIGRATIONS, MIGRATIONS_TABLE};
 use crate::events::Event;
 
 fn ch(e: ::clickhouse::error::Error) -> AnalyticsError {
     AnalyticsError::ClickHouse(e.to_string())
-}
-
-/// How many rows of each table one insert wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct InsertCounts {
-    pub clicks: usize,
-    pub conversions: usize,
-    pub postback_logs: usize,
-    pub health: usize,
-}
-
-impl InsertCounts {
-    pub fn total(&self) -> usize {
-        self.clicks + self.conversions + self.postback_logs + self.health
-    }
 }
 
 /// A ClickHouse database holding TraffoFlex's events.
