@@ -67,6 +67,35 @@ impl KafkaProducer {
         Ok(())
     }
 
+    /// Sends messages already encoded — `(topic family, key, payload)` — to `topic.name(prefix)`, and waits for
+    /// every acknowledgement, like [`KafkaProducer::publish`].
+    pub async fn publish_raw(&self, batch: &[(Topic, &[u8], &[u8])]) -> Result<(), BusError> {
+        let names: Vec<(Topic, String)> = Topic::ALL.iter().map(|t| (*t, t.name(&self.prefix))).collect();
+        let mut pending = Vec::with_capacity(batch.len());
+        for (topic, key, payload) in batch {
+            let name = match names.iter().find(|(t, _)| t == topic) {
+                Some((_, name)) => name.as_str(),
+                None => return Err(BusError::Config(format!("topic {topic:?} is not in Topic::ALL"))),
+            };
+            let record = FutureRecord::to(name).key(*key).payload(*payload);
+            pending.push(self.producer.send(record, Duration::from_secs(30)));
+        }
+        let mut failed = 0;
+        let mut first_error = String::new();
+        for outcome in futures::future::join_all(pending).await {
+            if let Err((e, _)) = outcome {
+                if failed == 0 {
+                    first_error = e.to_string();
+                }
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            return Err(BusError::Delivery { failed, total: batch.len(), first_error });
+        }
+        Ok(())
+    }
+
     /// Waits until everything queued in the client is delivered, or the timeout passes.
     pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
         self.producer.flush(timeout).map_err(kafka_err)

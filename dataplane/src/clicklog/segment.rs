@@ -1,0 +1,275 @@
+//! Segment files and the record framing: how records lie on disk, and the one reader that both recovery and the
+//! shipper use.
+//!
+//! A segment is `<dir>/<20-digit base>.seg`, where `base` is the sequence number of its first record (sequence
+//! numbers count records from the log's creation and never repeat). It starts with an 8-byte header,
+//! `TFCLOG\0` and a format version byte (1), followed by records back to back:
+//!
+//! ```text
+//! u32 LE  len       bytes after this 8-byte frame: 1 + 4 + key length + payload length
+//! u32 LE  crc       CRC-32 (crc32fast) of the 4 `len` bytes followed by the `len` bytes of the body
+//! u8      topic     1 clicks, 2 conversions, 3 postback logs, 4 destination health
+//! u32 LE  key_len
+//! [u8]    key
+//! [u8]    payload   the event's wire bytes (`traffoflex_core::events::encode`)
+//! ```
+//!
+//! Every record is checked on read: a short frame, an impossible length, a checksum mismatch or an unknown topic
+//! ends the readable part of the segment. Recovery cuts the last segment there (that is where a crash tore a
+//! write); the shipper, meeting one inside a closed segment (a disk error after the fact), logs it and goes on
+//! with the next segment.
+
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use traffoflex_core::bus::Topic;
+
+/// The first bytes of every segment: a magic and the format version.
+pub(super) const HEADER: [u8; 8] = *b"TFCLOG\0\x01";
+/// The header's length: the offset of a segment's first record.
+pub(super) const HEADER_LEN: u64 = HEADER.len() as u64;
+/// `len` and `crc`.
+const FRAME_LEN: usize = 8;
+/// `topic` and `key_len`.
+const FIXED_LEN: usize = 5;
+/// The largest body the format admits; anything longer in a length field is corruption.
+pub const MAX_BODY_BYTES: u32 = 64 << 20;
+
+/// The bytes a record takes in a segment, frame included.
+pub(super) fn encoded_len(key: &[u8], payload: &[u8]) -> u64 {
+    (FRAME_LEN + FIXED_LEN + key.len() + payload.len()) as u64
+}
+
+fn topic_byte(topic: Topic) -> u8 {
+    match topic {
+        Topic::Clicks => 1,
+        Topic::Conversions => 2,
+        Topic::PostbackLogs => 3,
+        Topic::Health => 4,
+    }
+}
+
+fn topic_from_byte(b: u8) -> Option<Topic> {
+    match b {
+        1 => Some(Topic::Clicks),
+        2 => Some(Topic::Conversions),
+        3 => Some(Topic::PostbackLogs),
+        4 => Some(Topic::Health),
+        _ => None,
+    }
+}
+
+/// Appends one framed record to `buf`. The caller has checked that the body fits [`MAX_BODY_BYTES`].
+pub(super) fn encode_into(buf: &mut Vec<u8>, topic: Topic, key: &[u8], payload: &[u8]) {
+    let body_len = (FIXED_LEN + key.len() + payload.len()) as u32;
+    let start = buf.len();
+    buf.extend_from_slice(&body_len.to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.push(topic_byte(topic));
+    buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(payload);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&buf[start..start + 4]);
+    crc.update(&buf[start + FRAME_LEN..]);
+    buf[start + 4..start + FRAME_LEN].copy_from_slice(&crc.finalize().to_le_bytes());
+}
+
+/// The path of the segment whose first record is `base`.
+pub(super) fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.seg"))
+}
+
+fn parse_segment_name(name: &OsStr) -> Option<u64> {
+    let name = name.to_str()?;
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The bases of every segment in `dir`, oldest first.
+pub(super) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        if let Some(base) = parse_segment_name(&entry?.file_name()) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Makes creations, renames and deletions in `dir` durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates (or, after a failed earlier attempt, recreates empty) the segment starting at `base`, with its
+/// header on disk and its directory entry durable. Returns the file positioned after the header.
+pub(super) fn create_segment(dir: &Path, base: u64) -> io::Result<File> {
+    let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(segment_path(dir, base))?;
+    file.write_all(&HEADER)?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// One record as the reader found it: its topic and where its key and payload lie in the caller's buffer.
+#[derive(Debug, Clone)]
+pub(super) struct Found {
+    pub topic: Topic,
+    pub key: Range<usize>,
+    pub payload: Range<usize>,
+}
+
+/// What reading at the current offset gave.
+#[derive(Debug)]
+pub(super) enum Next {
+    /// A whole, checked record; the reader moved past it.
+    Record(Found),
+    /// Nothing more before the limit.
+    End,
+    /// The bytes at the current offset are not a whole record; the reader stays put.
+    Corrupt(&'static str),
+}
+
+/// Reads records one after another from one segment.
+pub(super) struct SegmentReader {
+    file: BufReader<File>,
+    offset: u64,
+    file_len: Option<u64>,
+}
+
+impl SegmentReader {
+    /// Opens the segment starting at `base` and positions it at `offset` (at least the first record).
+    /// A file without the segment header is refused as `InvalidData`.
+    pub fn open(dir: &Path, base: u64, offset: u64) -> io::Result<Self> {
+        let mut file = File::open(segment_path(dir, base))?;
+        let mut header = [0u8; HEADER.len()];
+        file.read_exact(&mut header)?;
+        if header != HEADER {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a click log segment (bad header)"));
+        }
+        let offset = offset.max(HEADER_LEN);
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Self { file: BufReader::with_capacity(256 << 10, file), offset, file_len: None })
+    }
+
+    /// The offset of the next record.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads the next record into `buf` (appending its key and payload), stopping at `limit` bytes into the
+    /// segment, or at the end of the file when `limit` is `None` (a closed segment).
+    pub fn next(&mut self, limit: Option<u64>, buf: &mut Vec<u8>) -> io::Result<Next> {
+        let limit = match limit {
+            Some(l) => l,
+            None => match self.file_len {
+                Some(l) => l,
+                None => *self.file_len.insert(self.file.get_ref().metadata()?.len()),
+            },
+        };
+        if self.offset >= limit {
+            return Ok(Next::End);
+        }
+        let left = limit - self.offset;
+        if left < FRAME_LEN as u64 {
+            return Ok(Next::Corrupt("truncated record frame"));
+        }
+        let mut frame = [0u8; FRAME_LEN];
+        self.file.read_exact(&mut frame)?;
+        let len_bytes = [frame[0], frame[1], frame[2], frame[3]];
+        let body_len = u32::from_le_bytes(len_bytes);
+        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        if (body_len as usize) < FIXED_LEN || body_len > MAX_BODY_BYTES {
+            return self.rewind(Next::Corrupt("impossible record length"));
+        }
+        if left < (FRAME_LEN as u64) + u64::from(body_len) {
+            return self.rewind(Next::Corrupt("truncated record"));
+        }
+        let start = buf.len();
+        buf.resize(start + body_len as usize, 0);
+        if let Err(e) = self.file.read_exact(&mut buf[start..]) {
+            buf.truncate(start);
+            return Err(e);
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&len_bytes);
+        hasher.update(&buf[start..]);
+        let body = &buf[start..];
+        let topic = topic_from_byte(body[0]);
+        let key_len = u32::from_le_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let problem = if hasher.finalize() != crc {
+            Some("checksum mismatch")
+        } else if topic.is_none() {
+            Some("unknown topic")
+        } else if FIXED_LEN + key_len > body.len() {
+            Some("key longer than the record")
+        } else {
+            None
+        };
+        if let (None, Some(topic)) = (problem, topic) {
+            self.offset += (FRAME_LEN as u64) + u64::from(body_len);
+            let key = start + FIXED_LEN..start + FIXED_LEN + key_len;
+            let payload = key.end..buf.len();
+            return Ok(Next::Record(Found { topic, key, payload }));
+        }
+        buf.truncate(start);
+        self.rewind(Next::Corrupt(problem.unwrap_or("unknown topic")))
+    }
+
+    /// Puts the file back at the current record after a failed read, so the reader stays where it was.
+    fn rewind(&mut self, next: Next) -> io::Result<Next> {
+        self.file.seek(SeekFrom::Start(self.offset))?;
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_and_any_flipped_bit_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = HEADER.to_vec();
+        encode_into(&mut bytes, Topic::Conversions, b"net/tx", b"{\"v\":1}");
+        let record_len = bytes.len() - HEADER.len();
+        assert_eq!(record_len as u64, encoded_len(b"net/tx", b"{\"v\":1}"));
+        std::fs::write(segment_path(dir.path(), 7), &bytes).unwrap();
+
+        let mut reader = SegmentReader::open(dir.path(), 7, 0).unwrap();
+        let mut buf = Vec::new();
+        let Next::Record(found) = reader.next(None, &mut buf).unwrap() else { panic!("a record") };
+        assert_eq!(found.topic, Topic::Conversions);
+        assert_eq!(&buf[found.key], b"net/tx");
+        assert_eq!(&buf[found.payload], b"{\"v\":1}");
+        assert!(matches!(reader.next(None, &mut buf).unwrap(), Next::End));
+
+        for i in HEADER.len()..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            std::fs::write(segment_path(dir.path(), 7), &bad).unwrap();
+            let mut reader = SegmentReader::open(dir.path(), 7, 0).unwrap();
+            let mut buf = Vec::new();
+            let next = reader.next(None, &mut buf).unwrap();
+            assert!(matches!(next, Next::Corrupt(_)), "byte {i} flipped was not caught: {next:?}");
+            assert!(buf.is_empty());
+            assert_eq!(reader.offset(), HEADER_LEN);
+        }
+    }
+
+    #[test]
+    fn only_twenty_digit_seg_names_are_segments() {
+        assert_eq!(parse_segment_name(OsStr::new("00000000000000000042.seg")), Some(42));
+        assert_eq!(parse_segment_name(OsStr::new("42.seg")), None);
+        assert_eq!(parse_segment_name(OsStr::new("00000000000000000042.seg.tmp")), None);
+        assert_eq!(parse_segment_name(OsStr::new("cursor")), None);
+    }
+}
