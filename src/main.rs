@@ -1,6 +1,7 @@
 //! The `traffoflex` binary: one subcommand per role, plus `up` that runs them all in one process.
 
 mod roles;
+mod serve;
 mod shutdown;
 
 use std::net::SocketAddr;
@@ -11,7 +12,11 @@ use traffoflex_core::settings::BackendSettings;
 use traffoflex_core::telemetry::{LogFormat, init_logging};
 
 #[derive(Debug, Parser)]
-#[command(name = "traffoflex", version, about = "Paid-traffic routing, click and conversion tracking, campaign analytics")]
+#[command(
+    name = "traffoflex",
+    version,
+    about = "Paid-traffic routing, click and conversion tracking, campaign analytics"
+)]
 struct Cli {
     /// Log format on standard error.
     #[arg(long, env = "TRAFFOFLEX_LOG_FORMAT", value_enum, default_value_t, global = true)]
@@ -23,17 +28,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Every role in one process (embedded backends unless backend flags are given).
-    Up {
-        #[command(flatten)]
-        backends: BackendSettings,
-        /// Seed demo objects and an approved admin when the store is empty.
-        #[arg(long)]
-        demo: bool,
-    },
+    Up(roles::up::UpArgs),
     /// The admin and automation API (and the admin UI).
     Api,
     /// The public click entry points.
-    Traffic,
+    Traffic(roles::traffic::TrafficArgs),
     /// The public postback entry points.
     Postback,
     /// The event ingester: Kafka to ClickHouse.
@@ -105,9 +104,9 @@ fn main() -> ExitCode {
             run(runtime.block_on(roles::migrate::run(&backends, kafka_replication)))
         }
         Command::Ingest(args) => run(runtime.block_on(roles::ingest::run(args))),
-        Command::Up { .. } => not_yet("up"),
+        Command::Up(args) => run(runtime.block_on(roles::up::run(args))),
         Command::Api => not_yet("api"),
-        Command::Traffic => not_yet("traffic"),
+        Command::Traffic(args) => run(runtime.block_on(roles::traffic::run(args))),
         Command::Postback => not_yet("postback"),
         Command::Operator => not_yet("operator"),
     }

@@ -13,11 +13,17 @@ fn crds_prints_every_kind_as_committed() {
     let out = traffoflex(&["crds"]);
     assert!(out.status.success());
     let yaml = String::from_utf8(out.stdout).expect("UTF-8");
-    for kind in ["Campaign", "Stream", "Destination", "TrafficSource", "AffiliateNetwork", "PostbackTemplate", "DataPlane"] {
+    for kind in
+        ["Campaign", "Stream", "Destination", "TrafficSource", "AffiliateNetwork", "PostbackTemplate", "DataPlane"]
+    {
         assert!(yaml.contains(&format!("kind: {kind}\n")), "{kind} missing");
     }
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/generated/crds.yaml")).expect("committed CRDs");
-    assert_eq!(yaml, committed, "crds/generated/crds.yaml is stale: run `cargo run -- crds > crds/generated/crds.yaml`");
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/generated/crds.yaml"))
+        .expect("committed CRDs");
+    assert_eq!(
+        yaml, committed,
+        "crds/generated/crds.yaml is stale: run `cargo run -- crds > crds/generated/crds.yaml`"
+    );
 }
 
 #[test]
@@ -44,7 +50,8 @@ fn ingest_without_backends_explains_what_it_needs() {
 
 #[test]
 fn migrate_prepares_every_backend_and_is_repeatable() {
-    let (Some(ch), Some(kafka), Some(mongo)) = (testenv::clickhouse_url(), testenv::kafka_brokers(), testenv::mongo_uri())
+    let (Some(ch), Some(kafka), Some(mongo)) =
+        (testenv::clickhouse_url(), testenv::kafka_brokers(), testenv::mongo_uri())
     else {
         return;
     };
@@ -80,7 +87,8 @@ fn migrate_prepares_every_backend_and_is_repeatable() {
     assert!(stdout.contains("applied migrations []"), "nothing left to apply: {stdout}");
     assert!(stdout.contains("created topics []"), "topics exist already: {stdout}");
 
-    let tables = clickhouse_http(&ch, &format!("SELECT name FROM system.tables WHERE database = '{name}' ORDER BY name"));
+    let tables =
+        clickhouse_http(&ch, &format!("SELECT name FROM system.tables WHERE database = '{name}' ORDER BY name"));
     for t in ["clicks", "conversions", "destination_health", "ingestion_errors", "postback_logs", "schema_migrations"] {
         assert!(tables.lines().any(|l| l == t), "table {t} missing: {tables}");
     }

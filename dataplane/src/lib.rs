@@ -1,3 +1,7 @@
 //! The TraffoFlex data plane: the traffic hot path, the postback service and the ingester.
 
+pub mod analytics_sink;
+pub mod clicklog;
 pub mod ingest;
+pub mod routing;
+pub mod traffic;

@@ -11,8 +11,10 @@ use crate::IngestArgs;
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let b = &args.backends;
-    let brokers = b.kafka_brokers.as_deref().context("the ingester needs --kafka-brokers (or TRAFFOFLEX_KAFKA_BROKERS)")?;
-    let url = b.clickhouse_url.as_deref().context("the ingester needs --clickhouse-url (or TRAFFOFLEX_CLICKHOUSE_URL)")?;
+    let brokers =
+        b.kafka_brokers.as_deref().context("the ingester needs --kafka-brokers (or TRAFFOFLEX_KAFKA_BROKERS)")?;
+    let url =
+        b.clickhouse_url.as_deref().context("the ingester needs --clickhouse-url (or TRAFFOFLEX_CLICKHOUSE_URL)")?;
     let sink = ClickHouse::new(url, &b.clickhouse_database);
     sink.migrate().await.with_context(|| format!("preparing ClickHouse at {url}"))?;
 
@@ -26,9 +28,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let ingester = Ingester::new(brokers, &b.kafka_topic_prefix, &args.group, sink, batch, &telemetry)?;
 
     let shutdown = crate::shutdown::on_signal();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, "ingest health and metrics");
     let ops = axum::serve(listener, telemetry.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let ops = tokio::spawn(async move { ops.await });

@@ -1,4 +1,7 @@
 //! One module per role of the binary.
 
+pub mod demo;
 pub mod ingest;
 pub mod migrate;
+pub mod traffic;
+pub mod up;

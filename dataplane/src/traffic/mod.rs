@@ -1,0 +1,6 @@
+//! The traffic service: the public click entry points, their configuration snapshot and visitor facts.
+
+pub mod config;
+pub mod server;
+pub mod unique;
+pub mod visitor;

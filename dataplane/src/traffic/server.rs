@@ -1,0 +1,322 @@
+//! The traffic HTTP service: `GET|HEAD /c/{campaignKey}` and the direct trafficback entry `/tb/{campaignKey}`,
+//! plus `POST /internal/reload`.
+//!
+//! Per click: the snapshot in force (no store access) -> the request's facts -> the routing engine -> the
+//! click event appended to the click log (in durable mode the redirect waits for its group commit, a fraction
+//! of a millisecond shared with every click that arrived meanwhile) -> `302`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use traffoflex_core::clickid::ClickIdCodec;
+use traffoflex_core::events::{ClickEvent, Event};
+use traffoflex_core::telemetry::Telemetry;
+
+use super::config::LiveConfig;
+use super::unique::UniqueVisitors;
+use super::visitor::{TrustedProxies, client_ip, device, language};
+use crate::clicklog::{ClickLog, Record};
+use crate::routing::{AntiRepeatCache, ClickContext, RouteDecision, RouteInputs, route, route_trafficback};
+
+/// Everything a click handler needs, shared by all requests.
+pub struct TrafficState {
+    pub config: Arc<LiveConfig>,
+    pub log: Arc<ClickLog>,
+    pub click_ids: ClickIdCodec,
+    pub trusted_proxies: TrustedProxies,
+    /// A header set by a trusted edge with the visitor's country (e.g. `CF-IPCountry`), if any.
+    pub country_header: Option<header::HeaderName>,
+    /// The bearer token `POST /internal/reload` requires; without one only loopback callers may reload.
+    pub reload_token: Option<String>,
+    pub anti_repeat: AntiRepeatCache,
+    pub unique: UniqueVisitors,
+    metrics: TrafficMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Default)]
+struct TrafficMetrics {
+    requests: Family<OutcomeLabel, Counter>,
+    log_drops: Counter,
+}
+
+impl TrafficState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<LiveConfig>,
+        log: Arc<ClickLog>,
+        click_ids: ClickIdCodec,
+        trusted_proxies: TrustedProxies,
+        country_header: Option<header::HeaderName>,
+        reload_token: Option<String>,
+        telemetry: &Telemetry,
+    ) -> Self {
+        let metrics = TrafficMetrics::default();
+        telemetry.register("traffoflex_traffic", |r| {
+            r.register("requests", "Click requests by outcome", metrics.requests.clone());
+            r.register(
+                "click_log_drops",
+                "Clicks redirected but not recorded (click log full)",
+                metrics.log_drops.clone(),
+            );
+        });
+        Self {
+            config,
+            log,
+            click_ids,
+            trusted_proxies,
+            country_header,
+            reload_token,
+            anti_repeat: AntiRepeatCache::new(1 << 20),
+            unique: UniqueVisitors::new(1 << 20, 24 * 3600 * 1000),
+            metrics,
+        }
+    }
+}
+
+/// The public routes.
+pub fn router(state: Arc<TrafficState>) -> Router {
+    Router::new()
+        .route("/c/{key}", get(click))
+        .route("/tb/{key}", get(trafficback_entry))
+        .route("/internal/reload", post(reload))
+        .with_state(state)
+}
+
+#[derive(Clone, Copy)]
+enum Entry {
+    Campaign,
+    Trafficback,
+}
+
+async fn click(
+    State(s): State<Arc<TrafficState>>,
+    Path(key): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    handle(&s, Entry::Campaign, &key, peer, query.as_deref().unwrap_or(""), &headers).await
+}
+
+async fn trafficback_entry(
+    State(s): State<Arc<TrafficState>>,
+    Path(key): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    handle(&s, Entry::Trafficback, &key, peer, query.as_deref().unwrap_or(""), &headers).await
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn handle(
+    s: &TrafficState,
+    entry: Entry,
+    key: &str,
+    peer: SocketAddr,
+    query: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let loaded = s.config.current();
+    let now = Utc::now();
+    let now_ms = now.timestamp_millis();
+    let mut ctx = ClickContext::from_query(form_urlencoded::parse(query.as_bytes()));
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let ip = client_ip(peer.ip(), forwarded, &s.trusted_proxies);
+    ctx.ip = Some(ip);
+    let ua = header_str(headers, header::USER_AGENT);
+    ctx.user_agent = ua.into();
+    let dev = device(ua);
+    if ctx.device_type.is_empty() {
+        ctx.device_type = dev.device_type.into();
+    }
+    if ctx.os.is_empty() {
+        ctx.os = dev.os.into();
+    }
+    if ctx.browser.is_empty() {
+        ctx.browser = dev.browser.into();
+    }
+    ctx.is_bot = dev.is_bot;
+    if ctx.language.is_empty() {
+        ctx.language = language(header_str(headers, header::ACCEPT_LANGUAGE)).into();
+    }
+    if let Some(h) = &s.country_header {
+        let c = header_str(headers, h.clone());
+        if c.len() == 2 {
+            ctx.country = c.to_ascii_uppercase().into();
+        }
+    }
+    ctx.referrer = header_str(headers, header::REFERER).into();
+    if let Some(c) = loaded.snapshot.campaign(key) {
+        ctx.is_unique = s.unique.first_click(c.id(), Some(ip), ua, now_ms);
+    }
+
+    let (url, click_id, event) = match decide(s, entry, &loaded.snapshot, key, &ctx, now) {
+        Ok(d) => d,
+        Err(res) => return *res,
+    };
+    let outcome = if matches!(event, Event::Click(_)) { "redirect" } else { "trafficback" };
+    let recorded = !s.log.append(Record::from_event(&event)).await.is_dropped();
+    if !recorded {
+        s.metrics.log_drops.inc();
+    }
+    s.metrics.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    redirect(&url, recorded.then_some(click_id.as_str()))
+}
+
+/// Routes the click; the engine's borrowed inputs don't outlive this call, so the handler's future stays `Send`.
+fn decide(
+    s: &TrafficState,
+    entry: Entry,
+    snapshot: &crate::routing::RoutingSnapshot,
+    key: &str,
+    ctx: &ClickContext<'_>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(String, String, Event), Box<Response>> {
+    let now_ms = now.timestamp_millis();
+    let inputs = RouteInputs::new(&s.anti_repeat, &s.click_ids);
+    let decision = match entry {
+        Entry::Campaign => route(snapshot, key, ctx, now, &inputs, &mut rand::rng()),
+        Entry::Trafficback => route_trafficback(snapshot, key, ctx, now, &inputs),
+    };
+    match decision {
+        RouteDecision::NotFound => Err(Box::new(not_found(s, "notFound", "no active campaign with this key"))),
+        RouteDecision::NoRoute { .. } => {
+            Err(Box::new(not_found(s, "noRoute", "no destination is available for this click")))
+        }
+        RouteDecision::Redirect { url, click_id, campaign, stream, destination } => {
+            let ev = click_event(ctx, &click_id, now_ms, campaign, stream.id(), destination.id());
+            Ok((url, click_id, Event::Click(ev)))
+        }
+        RouteDecision::Trafficback { url, click_id, campaign, stream, .. } => {
+            let mut ev = click_event(ctx, &click_id, now_ms, campaign, stream.map_or("", |s| s.id()), "");
+            ev.trafficback_depth = u8::try_from(ctx.trafficback_depth).unwrap_or(u8::MAX);
+            Ok((url, click_id, Event::Trafficback(ev)))
+        }
+    }
+}
+
+fn click_event(
+    ctx: &ClickContext<'_>,
+    click_id: &str,
+    ts: i64,
+    campaign: &crate::routing::CampaignEntry,
+    stream_id: &str,
+    destination_id: &str,
+) -> ClickEvent {
+    let cost = ctx.cost.or_else(|| campaign.cpc_cost().map(|(v, _)| v)).unwrap_or_default();
+    let currency = if ctx.currency.is_empty() {
+        campaign.cpc_cost().map(|(_, c)| c.to_owned()).unwrap_or_default()
+    } else {
+        ctx.currency.to_string()
+    };
+    let source = if ctx.source.is_empty() { campaign.source_key().unwrap_or_default() } else { &ctx.source };
+    ClickEvent {
+        click_id: click_id.to_owned(),
+        ts,
+        campaign_id: campaign.id().to_owned(),
+        campaign_key: campaign.key().to_owned(),
+        stream_id: stream_id.to_owned(),
+        destination_id: destination_id.to_owned(),
+        traffic_source_id: campaign.traffic_source_id().unwrap_or_default().to_owned(),
+        team_id: String::new(),
+        trafficback_depth: 0,
+        source: source.to_owned(),
+        source_click_id: ctx.source_click_id.to_string(),
+        ip: ctx.ip.map(|i| i.to_string()).unwrap_or_default(),
+        country: ctx.country.to_string(),
+        region: ctx.region.to_string(),
+        city: ctx.city.to_string(),
+        isp: ctx.isp.to_string(),
+        asn: ctx.asn.unwrap_or(0),
+        device_type: ctx.device_type.to_string(),
+        os: ctx.os.to_string(),
+        browser: ctx.browser.to_string(),
+        language: ctx.language.to_string(),
+        user_agent: ctx.user_agent.to_string(),
+        referrer: ctx.referrer.to_string(),
+        utm_source: ctx.utm_source.to_string(),
+        utm_medium: ctx.utm_medium.to_string(),
+        utm_campaign: ctx.utm_campaign.to_string(),
+        utm_content: ctx.utm_content.to_string(),
+        utm_term: ctx.utm_term.to_string(),
+        subs: ctx.subs.iter().map(|s| s.to_string()).collect(),
+        cost,
+        currency,
+        is_bot: ctx.is_bot,
+        is_unique: ctx.is_unique,
+    }
+}
+
+fn redirect(url: &str, click_id: Option<&str>) -> Response {
+    let Ok(location) = HeaderValue::from_str(url) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "destination URL is not a valid header value").into_response();
+    };
+    let mut res = StatusCode::FOUND.into_response();
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(id) = click_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        h.insert("x-click-id", id);
+    }
+    res
+}
+
+fn not_found(s: &TrafficState, code: &'static str, message: &str) -> Response {
+    s.metrics.requests.get_or_create(&OutcomeLabel { outcome: code }).inc();
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    let mut res = (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+async fn reload(
+    State(s): State<Arc<TrafficState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let allowed = match &s.reload_token {
+        Some(token) => {
+            let given = header_str(&headers, header::AUTHORIZATION).strip_prefix("Bearer ").unwrap_or("");
+            subtle_eq(given.as_bytes(), token.as_bytes())
+        }
+        None => peer.ip().is_loopback(),
+    };
+    if !allowed {
+        let body = serde_json::json!({"error": {"code": "forbidden", "message": "a valid reload token is required"}});
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    match s.config.refresh(true).await {
+        Ok(_) => {
+            let revision = s.config.current().revision.clone();
+            (StatusCode::OK, axum::Json(serde_json::json!({"status": "reloaded", "revision": revision})))
+                .into_response()
+        }
+        Err(e) => {
+            let body = serde_json::json!({"error": {"code": "storeUnavailable", "message": e.to_string()}});
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        }
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,135 @@
+//! `traffoflex up`: every role that is built, in one process, on the embedded backends unless backend flags
+//! point at MongoDB, ClickHouse and Kafka. The roles run the same code as their own processes do.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use traffoflex_core::analytics::clickhouse::ClickHouse;
+use traffoflex_core::analytics::open_analytics;
+use traffoflex_core::bus::kafka::{KafkaProducer, create_topics};
+use traffoflex_core::settings::BackendSettings;
+use traffoflex_core::telemetry::Telemetry;
+use traffoflex_dataplane::analytics_sink::AnalyticsSink;
+use traffoflex_dataplane::clicklog::{KafkaSink, Sink};
+use traffoflex_dataplane::ingest::{BatchSettings, Ingester};
+
+use super::traffic::{ClickSettings, Traffic, build};
+
+/// Settings of `up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub backends: BackendSettings,
+    /// Seed demo objects when the store is empty, and print example URLs.
+    #[arg(long)]
+    pub demo: bool,
+    /// Where the click entry points answer.
+    #[arg(long, env = "TRAFFOFLEX_TRAFFIC_LISTEN", default_value = "127.0.0.1:8081")]
+    pub traffic_listen: SocketAddr,
+    #[command(flatten)]
+    pub clicks: ClickSettings,
+}
+
+/// GETs `path` on `addr` over plain HTTP/1.0; the status code, if anything answered.
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut conn =
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await.ok()?.ok()?;
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).await.ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+async fn wait_ready(addr: SocketAddr, deadline: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        if http_status(addr, "/readyz").await == Some(200) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("{addr} did not become ready within {deadline:?}")
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let b = &args.backends;
+    let store = traffoflex_core::store::open(b).await.context("opening the configuration store")?;
+    store.ensure_indexes().await.context("preparing the configuration store")?;
+    let analytics = open_analytics(b).await.context("opening analytics")?;
+    analytics.migrate().await.context("preparing analytics")?;
+    let store_backend = store.backend_name();
+    let seeded = if args.demo { super::demo::seed(store.as_ref()).await? } else { None };
+
+    let telemetry = Telemetry::new();
+    let shutdown = crate::shutdown::on_signal();
+    let mut background = Vec::new();
+    let traffic: Traffic = match (&b.kafka_brokers, &b.clickhouse_url) {
+        (Some(brokers), Some(ch_url)) => {
+            create_topics(brokers, &b.kafka_topic_prefix, 1).await.context("creating Kafka topics")?;
+            let sink = KafkaSink::new(KafkaProducer::new(brokers, &b.kafka_topic_prefix)?);
+            let ch = ClickHouse::new(ch_url, &b.clickhouse_database);
+            let ingester = Ingester::new(
+                brokers,
+                &b.kafka_topic_prefix,
+                "traffoflex-ingest",
+                ch,
+                BatchSettings::default(),
+                &telemetry,
+            )?;
+            background.push(tokio::spawn(ingester.run(shutdown.clone())));
+            start_traffic(&args, store, sink, &telemetry, &shutdown).await?
+        }
+        (Some(_), None) => anyhow::bail!("with --kafka-brokers, give --clickhouse-url too: the ingester writes there"),
+        (None, _) => {
+            let sink = AnalyticsSink::new(Arc::clone(&analytics));
+            start_traffic(&args, store, sink, &telemetry, &shutdown).await?
+        }
+    };
+    let app = traffic.router.merge(telemetry.router());
+    let listener = tokio::net::TcpListener::bind(args.traffic_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.traffic_listen))?;
+    let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = tokio::spawn(async move { serve.await });
+    wait_ready(args.traffic_listen, Duration::from_secs(30)).await?;
+
+    let traffic_url = format!("http://{}", args.traffic_listen);
+    if let Some(s) = &seeded {
+        println!("Demo data seeded. Try a click:");
+        println!("  curl -i '{traffic_url}/c/{}?country=DE&sub1=hello'", s.campaign_key);
+        println!(
+            "  Affiliate network `{}` (token `{}`) is ready for postbacks.",
+            s.network_key,
+            super::demo::NETWORK_TOKEN
+        );
+    }
+    // The last line, so scripts can wait for it.
+    println!(
+        "TraffoFlex is up in {} ms ({store_backend} store, {} analytics): traffic {traffic_url}",
+        started.elapsed().as_millis(),
+        analytics.backend_name(),
+    );
+    shutdown.cancelled().await;
+    server.await.context("server task")?.context("serving traffic")?;
+    traffic.log.close().await;
+    for task in background {
+        task.await.context("background task")??;
+    }
+    Ok(())
+}
+
+async fn start_traffic<S: Sink>(
+    args: &UpArgs,
+    store: Arc<dyn traffoflex_core::store::ConfigStore>,
+    sink: S,
+    telemetry: &Telemetry,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Traffic> {
+    build(&args.clicks, &args.backends.data_dir, store, sink, telemetry, shutdown.clone()).await
+}

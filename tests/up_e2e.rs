@@ -1,0 +1,125 @@
+//! `traffoflex up --demo` as a newcomer runs it: ready quickly, the demo campaign redirects, the clicks reach
+//! the reports, Ctrl-C loses nothing, and a restart on the same data directory keeps everything.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use traffoflex_core::analytics::{Analytics, ReportQuery, SqliteAnalytics};
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+}
+
+struct Up {
+    child: Child,
+    lines: Vec<String>,
+}
+
+fn up(data: &std::path::Path, addr: SocketAddr) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_traffoflex"))
+        .args(["up", "--demo", "--data-dir", data.to_str().expect("path"), "--traffic-listen", &addr.to_string()])
+        .env_remove("TRAFFOFLEX_MONGO_URI")
+        .env_remove("TRAFFOFLEX_CLICKHOUSE_URL")
+        .env_remove("TRAFFOFLEX_KAFKA_BROKERS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("up starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        let done = line.contains("is up in");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(lines.iter().any(|l| l.contains("is up in")), "up printed: {lines:?}");
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = reader.read_to_string(&mut sink);
+    });
+    Up { child, lines }
+}
+
+fn stop(mut up: Up) {
+    // SIGINT, as Ctrl-C.
+    let pid = up.child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = up.child.try_wait().expect("wait") {
+            assert!(status.success(), "up exits cleanly on Ctrl-C: {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "up did not stop within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A GET over HTTP/1.0; the status line and headers.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: e2e\r\n\r\n").expect("send");
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).expect("read");
+    resp
+}
+
+fn header<'r>(resp: &'r str, name: &str) -> Option<&'r str> {
+    resp.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+async fn clicks_in_reports(data: &std::path::Path) -> u64 {
+    let analytics = SqliteAnalytics::open(&data.join("analytics.sqlite")).await.expect("analytics file");
+    let today = chrono::Utc::now().date_naive();
+    analytics.overview(&ReportQuery::new(today, today)).await.expect("overview").clicks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_demo_redirects_records_and_keeps_data_across_restarts() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let addr = free_addr();
+
+    let first = up(data.path(), addr);
+    assert!(
+        first.lines.iter().any(|l| l.contains("/c/demo-summer?country=DE")),
+        "example URL printed: {:?}",
+        first.lines
+    );
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let resp = get(addr, "/c/demo-summer?country=DE&sub1=hello");
+        assert!(resp.starts_with("HTTP/1.0 302") || resp.starts_with("HTTP/1.1 302"), "{resp}");
+        let location = header(&resp, "location").expect("Location");
+        assert!(
+            location.starts_with("https://offers.example/a?") || location.starts_with("https://offers.example/b?"),
+            "{location}"
+        );
+        assert!(location.contains("s1=hello&geo=DE"), "{location}");
+        ids.push(header(&resp, "x-click-id").expect("X-Click-Id").to_owned());
+    }
+    let resp = get(addr, "/c/no-such-campaign");
+    assert!(resp.contains(" 404 ") && header(&resp, "location").is_none(), "{resp}");
+    stop(first);
+    assert_eq!(clicks_in_reports(data.path()).await, 5, "every click is in the reports after Ctrl-C");
+
+    let second = up(data.path(), addr);
+    assert!(!second.lines.iter().any(|l| l.contains("Demo data seeded")), "demo data is not seeded twice");
+    let resp = get(addr, "/c/demo-summer?country=AT");
+    assert!(resp.contains(" 302 "), "{resp}");
+    stop(second);
+    assert_eq!(clicks_in_reports(data.path()).await, 6, "the earlier clicks are still there, plus the new one");
+}
