@@ -13,6 +13,8 @@ use traffoflex_core::events::{self, Event};
 use traffoflex_core::store::{Collection, ConfigStore, Filter, Query, SqliteStore, StoreError};
 use traffoflex_core::telemetry::Telemetry;
 use traffoflex_dataplane::clicklog::{Batch, ClickLog, ClickLogSettings, ShipSettings, Sink, SinkError};
+use traffoflex_dataplane::health::checker::SharedHealth;
+use traffoflex_dataplane::routing::UnhealthySet;
 use traffoflex_dataplane::traffic::config::LiveConfig;
 use traffoflex_dataplane::traffic::server::{TrafficState, router};
 use traffoflex_dataplane::traffic::visitor::TrustedProxies;
@@ -101,8 +103,10 @@ struct Fixture {
     events: Collected,
     log: Arc<ClickLog>,
     stream_de: Value,
+    dest_a: String,
     dest_b: String,
     codec: ClickIdCodec,
+    health: SharedHealth,
     _dir: tempfile::TempDir,
 }
 
@@ -161,13 +165,15 @@ async fn start() -> Fixture {
     let config = Arc::new(LiveConfig::new(store.clone()));
     config.refresh(true).await.expect("first load");
     let codec = ClickIdCodec::single(b"test key");
+    let health = SharedHealth::default();
     let state =
-        TrafficState::new(config, log.clone(), codec.clone(), TrustedProxies::default(), None, None, &telemetry);
+        TrafficState::new(config, log.clone(), codec.clone(), TrustedProxies::default(), None, None, &telemetry)
+            .with_health(health.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = router(Arc::new(state)).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Fixture { base: format!("http://{addr}"), store, events, log, stream_de, dest_b, codec, _dir: dir }
+    Fixture { base: format!("http://{addr}"), store, events, log, stream_de, dest_a, dest_b, codec, health, _dir: dir }
 }
 
 fn client() -> reqwest::Client {
@@ -193,6 +199,12 @@ async fn clicks_are_routed_recorded_and_survive_a_store_outage() {
     let id = r.headers()["x-click-id"].to_str().unwrap().to_owned();
     assert_eq!(location(&r), format!("https://offer.example/a?cid={id}&s=a%20b"));
     assert!(f.codec.verify(&id).is_ok(), "the click ID is ours and verifies");
+
+    // While health checks say offer A is down, DACH visitors go to trafficback instead.
+    f.health.store(Arc::new(UnhealthySet::of([f.dest_a.as_str()])));
+    let r = click(&f, "/c/summer-sale?country=DE", MOBILE).await;
+    assert_eq!(location(&r), "https://fallback.example/tb?trafficback_depth=1");
+    f.health.store(Arc::new(UnhealthySet::default()));
 
     // A desktop visitor elsewhere goes to offer B; the country alias `geo` is understood.
     let r = click(&f, "/c/summer-sale?geo=FR", DESKTOP).await;
@@ -244,7 +256,7 @@ async fn clicks_are_routed_recorded_and_survive_a_store_outage() {
     }
 
     // Every recorded click reached the sink, with its facts.
-    let recorded = 3 + 1 + 1 + 1 + 20; // redirects + trafficback + HEAD + after reload + outage
+    let recorded = 3 + 2 + 1 + 1 + 20; // redirects + trafficbacks + HEAD + after reload + outage
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while f.events.0.lock().unwrap().len() < recorded && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -254,6 +266,6 @@ async fn clicks_are_routed_recorded_and_survive_a_store_outage() {
     let Event::Click(first) = &events[0] else { panic!("first event is a click: {:?}", events[0]) };
     assert_eq!((first.country.as_str(), first.device_type.as_str(), first.subs[0].as_str()), ("DE", "mobile", "a b"));
     assert!(first.is_unique);
-    assert_eq!(events.iter().filter(|e| matches!(e, Event::Trafficback(_))).count(), 1);
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Trafficback(_))).count(), 2);
     f.log.close().await;
 }

@@ -12,6 +12,8 @@ use traffoflex_core::clickid::ClickIdCodec;
 use traffoflex_core::settings::BackendSettings;
 use traffoflex_core::telemetry::Telemetry;
 use traffoflex_dataplane::clicklog::{ClickLog, ClickLogSettings, Durability, KafkaSink, ShipSettings};
+use traffoflex_dataplane::health::checker::{HealthChecker, HealthSettings, SharedHealth, spawn_health_view};
+use traffoflex_dataplane::health::probe::AddressPolicy;
 use traffoflex_dataplane::traffic::config::LiveConfig;
 use traffoflex_dataplane::traffic::server::{TrafficState, router};
 use traffoflex_dataplane::traffic::visitor::TrustedProxies;
@@ -50,6 +52,12 @@ pub struct ClickSettings {
     /// Bearer token `POST /internal/reload` requires; without one only loopback callers may reload.
     #[arg(long, env = "TRAFFOFLEX_RELOAD_TOKEN", hide_env_values = true)]
     pub reload_token: Option<String>,
+    /// Run destination health checks (one process per destination and interval, chosen through the store).
+    #[arg(long, env = "TRAFFOFLEX_HEALTH_CHECKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub health_checks: bool,
+    /// Let health checks reach private, loopback and link-local addresses.
+    #[arg(long, env = "TRAFFOFLEX_HEALTH_ALLOW_PRIVATE")]
+    pub health_allow_private: bool,
     /// How often, in milliseconds, the configuration revision is checked (the reload signal's safety net).
     #[arg(long, env = "TRAFFOFLEX_RELOAD_INTERVAL_MS", default_value_t = 1000)]
     pub reload_interval_ms: u64,
@@ -107,25 +115,37 @@ pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
     let log = Arc::new(ClickLog::open(log_settings, telemetry).context("opening the click log")?);
     log.start_shipper(sink, ShipSettings::default()).context("starting the click log shipper")?;
 
-    let config = Arc::new(LiveConfig::new(store));
+    let config = Arc::new(LiveConfig::new(Arc::clone(&store)));
     if let Err(e) = config.refresh(true).await {
         tracing::warn!(error = %e, "configuration not loaded yet; retrying in the background (not ready until then)");
     }
-    config.spawn_reloader(Duration::from_millis(settings.reload_interval_ms.max(50)), shutdown);
+    config.spawn_reloader(Duration::from_millis(settings.reload_interval_ms.max(50)), shutdown.clone());
     let ready = Arc::clone(&config);
     telemetry.readiness_check("configuration", move || {
         let loaded = ready.is_loaded();
         async move { if loaded { Ok(()) } else { Err("configuration not loaded yet".to_owned()) } }
     });
-    let state = Arc::new(TrafficState::new(
-        Arc::clone(&config),
-        Arc::clone(&log),
-        codec,
-        trusted,
-        country_header,
-        settings.reload_token.clone(),
-        telemetry,
-    ));
+    let health = SharedHealth::default();
+    spawn_health_view(Arc::clone(&store), Arc::clone(&health), Duration::from_secs(2), shutdown.clone());
+    if settings.health_checks {
+        let hs = HealthSettings {
+            policy: AddressPolicy { allow_private: settings.health_allow_private },
+            ..HealthSettings::default()
+        };
+        HealthChecker::new(Arc::clone(&store), Arc::clone(&log), hs).spawn(shutdown.clone());
+    }
+    let state = Arc::new(
+        TrafficState::new(
+            Arc::clone(&config),
+            Arc::clone(&log),
+            codec,
+            trusted,
+            country_header,
+            settings.reload_token.clone(),
+            telemetry,
+        )
+        .with_health(health),
+    );
     Ok(Traffic { router: router(state), log })
 }
 

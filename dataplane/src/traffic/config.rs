@@ -27,7 +27,7 @@ pub struct Loaded {
 
 /// Reads every document of a collection as `(id, spec)`; a document that doesn't parse is skipped and logged,
 /// so one bad object can't take the others down.
-async fn documents<T: DeserializeOwned>(
+pub(crate) async fn documents<T: DeserializeOwned>(
     store: &dyn ConfigStore,
     coll: Collection,
 ) -> Result<Vec<(String, T)>, StoreError> {

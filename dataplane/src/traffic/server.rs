@@ -25,6 +25,7 @@ use super::config::LiveConfig;
 use super::unique::UniqueVisitors;
 use super::visitor::{TrustedProxies, client_ip, device, language};
 use crate::clicklog::{ClickLog, Record};
+use crate::health::checker::SharedHealth;
 use crate::routing::{AntiRepeatCache, ClickContext, RouteDecision, RouteInputs, route, route_trafficback};
 
 /// Everything a click handler needs, shared by all requests.
@@ -39,6 +40,8 @@ pub struct TrafficState {
     pub reload_token: Option<String>,
     pub anti_repeat: AntiRepeatCache,
     pub unique: UniqueVisitors,
+    /// Destinations the health checks took out; refreshed in the background, read without a lock.
+    pub health: SharedHealth,
     metrics: TrafficMetrics,
 }
 
@@ -82,8 +85,15 @@ impl TrafficState {
             reload_token,
             anti_repeat: AntiRepeatCache::new(1 << 20),
             unique: UniqueVisitors::new(1 << 20, 24 * 3600 * 1000),
+            health: SharedHealth::default(),
             metrics,
         }
+    }
+
+    /// Routes around the destinations `health` says are down.
+    pub fn with_health(mut self, health: SharedHealth) -> Self {
+        self.health = health;
+        self
     }
 }
 
@@ -191,7 +201,8 @@ fn decide(
     now: chrono::DateTime<Utc>,
 ) -> Result<(String, String, Event), Box<Response>> {
     let now_ms = now.timestamp_millis();
-    let inputs = RouteInputs::new(&s.anti_repeat, &s.click_ids);
+    let health = s.health.load();
+    let inputs = RouteInputs { health: &**health, ..RouteInputs::new(&s.anti_repeat, &s.click_ids) };
     let decision = match entry {
         Entry::Campaign => route(snapshot, key, ctx, now, &inputs, &mut rand::rng()),
         Entry::Trafficback => route_trafficback(snapshot, key, ctx, now, &inputs),
