@@ -34,7 +34,7 @@ enum Command {
     /// The public click entry points.
     Traffic(roles::traffic::TrafficArgs),
     /// The public postback entry points.
-    Postback,
+    Postback(roles::postback::PostbackArgs),
     /// The event ingester: Kafka to ClickHouse.
     Ingest(IngestArgs),
     /// The Kubernetes operator.
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
         Command::Up(args) => run(runtime.block_on(roles::up::run(args))),
         Command::Api => not_yet("api"),
         Command::Traffic(args) => run(runtime.block_on(roles::traffic::run(args))),
-        Command::Postback => not_yet("postback"),
+        Command::Postback(args) => run(runtime.block_on(roles::postback::run(args))),
         Command::Operator => not_yet("operator"),
     }
 }

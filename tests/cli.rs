@@ -28,7 +28,7 @@ fn crds_prints_every_kind_as_committed() {
 
 #[test]
 fn roles_not_built_yet_say_so_and_fail() {
-    for role in ["api", "postback", "operator"] {
+    for role in ["api", "operator"] {
         let out = traffoflex(&[role]);
         assert_eq!(out.status.code(), Some(2), "{role}");
         let err = String::from_utf8_lossy(&out.stderr);

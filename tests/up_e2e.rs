@@ -1,5 +1,6 @@
 //! `traffoflex up --demo` as a newcomer runs it: ready quickly, the demo campaign redirects, the clicks reach
-//! the reports, Ctrl-C loses nothing, and a restart on the same data directory keeps everything.
+//! the reports, a postback for one of the clicks reaches them as a conversion with its revenue, Ctrl-C loses
+//! nothing, and a restart on the same data directory keeps everything.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,9 +18,10 @@ struct Up {
     lines: Vec<String>,
 }
 
-fn up(data: &std::path::Path, addr: SocketAddr) -> Up {
+fn up(data: &std::path::Path, addr: SocketAddr, postback: SocketAddr) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_traffoflex"))
         .args(["up", "--demo", "--data-dir", data.to_str().expect("path"), "--traffic-listen", &addr.to_string()])
+        .args(["--postback-listen", &postback.to_string()])
         .env_remove("TRAFFOFLEX_MONGO_URI")
         .env_remove("TRAFFOFLEX_CLICKHOUSE_URL")
         .env_remove("TRAFFOFLEX_KAFKA_BROKERS")
@@ -82,18 +84,28 @@ fn header<'r>(resp: &'r str, name: &str) -> Option<&'r str> {
     })
 }
 
-async fn clicks_in_reports(data: &std::path::Path) -> u64 {
+async fn overview(data: &std::path::Path) -> traffoflex_core::analytics::Metrics {
     let analytics = SqliteAnalytics::open(&data.join("analytics.sqlite")).await.expect("analytics file");
     let today = chrono::Utc::now().date_naive();
-    analytics.overview(&ReportQuery::new(today, today)).await.expect("overview").clicks
+    analytics.overview(&ReportQuery::new(today, today)).await.expect("overview")
+}
+
+async fn clicks_in_reports(data: &std::path::Path) -> u64 {
+    overview(data).await.clicks
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_demo_redirects_records_and_keeps_data_across_restarts() {
     let data = tempfile::tempdir().expect("temp dir");
     let addr = free_addr();
+    let pb = free_addr();
 
-    let first = up(data.path(), addr);
+    let first = up(data.path(), addr, pb);
+    let ready = first.lines.last().expect("ready line");
+    assert!(
+        ready.contains(&format!("traffic http://{addr}")) && ready.contains(&format!("postback http://{pb}")),
+        "{ready}"
+    );
     assert!(
         first.lines.iter().any(|l| l.contains("/c/demo-summer?country=DE")),
         "example URL printed: {:?}",
@@ -113,10 +125,22 @@ async fn up_demo_redirects_records_and_keeps_data_across_restarts() {
     }
     let resp = get(addr, "/c/no-such-campaign");
     assert!(resp.contains(" 404 ") && header(&resp, "location").is_none(), "{resp}");
+    // The demo network reports a conversion for the second click.
+    let postback = format!(
+        "/postback/demo-network?clickid={}&txid=order-1&payout=12.50&currency=USD&status=approved&token=demo-token",
+        ids[1]
+    );
+    let resp = get(pb, &postback);
+    assert!(resp.contains(" 200 ") && resp.contains(r#""status":"accepted""#), "{resp}");
+    let resp = get(pb, &postback.replace("demo-token", "wrong"));
+    assert!(resp.contains(" 401 "), "{resp}");
     stop(first);
-    assert_eq!(clicks_in_reports(data.path()).await, 5, "every click is in the reports after Ctrl-C");
+    let report = overview(data.path()).await;
+    assert_eq!(report.clicks, 5, "every click is in the reports after Ctrl-C");
+    assert_eq!(report.conversions, 1, "the postback is a conversion in the reports");
+    assert_eq!(report.revenue.normalize().to_string(), "12.5", "its revenue is in the reports");
 
-    let second = up(data.path(), addr);
+    let second = up(data.path(), addr, pb);
     assert!(!second.lines.iter().any(|l| l.contains("Demo data seeded")), "demo data is not seeded twice");
     let resp = get(addr, "/c/demo-summer?country=AT");
     assert!(resp.contains(" 302 "), "{resp}");

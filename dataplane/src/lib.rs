@@ -4,5 +4,6 @@ pub mod analytics_sink;
 pub mod clicklog;
 pub mod health;
 pub mod ingest;
+pub mod postback;
 pub mod routing;
 pub mod traffic;

@@ -3,5 +3,6 @@
 pub mod demo;
 pub mod ingest;
 pub mod migrate;
+pub mod postback;
 pub mod traffic;
 pub mod up;

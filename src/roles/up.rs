@@ -17,6 +17,7 @@ use traffoflex_dataplane::analytics_sink::AnalyticsSink;
 use traffoflex_dataplane::clicklog::{KafkaSink, Sink};
 use traffoflex_dataplane::ingest::{BatchSettings, Ingester};
 
+use super::postback::{Postback, PostbackSettings};
 use super::traffic::{ClickSettings, Traffic, build};
 
 /// Settings of `up`.
@@ -30,6 +31,9 @@ pub struct UpArgs {
     /// Where the click entry points answer.
     #[arg(long, env = "TRAFFOFLEX_TRAFFIC_LISTEN", default_value = "127.0.0.1:8081")]
     pub traffic_listen: SocketAddr,
+    /// Where the postback entry points answer.
+    #[arg(long, env = "TRAFFOFLEX_POSTBACK_LISTEN", default_value = "127.0.0.1:8082")]
+    pub postback_listen: SocketAddr,
     #[command(flatten)]
     pub clicks: ClickSettings,
 }
@@ -66,9 +70,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let seeded = if args.demo { super::demo::seed(store.as_ref()).await? } else { None };
 
     let telemetry = Telemetry::new();
+    // The postback service answers on its own listener with its own `/metrics` and `/readyz`.
+    let postback_telemetry = Telemetry::new();
     let shutdown = crate::shutdown::on_signal();
     let mut background = Vec::new();
-    let traffic: Traffic = match (&b.kafka_brokers, &b.clickhouse_url) {
+    let (traffic, postback): (Traffic, Postback) = match (&b.kafka_brokers, &b.clickhouse_url) {
         (Some(brokers), Some(ch_url)) => {
             create_topics(brokers, &b.kafka_topic_prefix, 1).await.context("creating Kafka topics")?;
             let sink = KafkaSink::new(KafkaProducer::new(brokers, &b.kafka_topic_prefix)?);
@@ -82,12 +88,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 &telemetry,
             )?;
             background.push(tokio::spawn(ingester.run(shutdown.clone())));
-            start_traffic(&args, store, sink, &telemetry, &shutdown).await?
+            start_roles(&args, store, Arc::new(sink), &telemetry, &postback_telemetry, &shutdown).await?
         }
         (Some(_), None) => anyhow::bail!("with --kafka-brokers, give --clickhouse-url too: the ingester writes there"),
         (None, _) => {
-            let sink = AnalyticsSink::new(Arc::clone(&analytics));
-            start_traffic(&args, store, sink, &telemetry, &shutdown).await?
+            let sink = Arc::new(AnalyticsSink::new(Arc::clone(&analytics)));
+            start_roles(&args, store, sink, &telemetry, &postback_telemetry, &shutdown).await?
         }
     };
     let app = traffic.router.merge(telemetry.router());
@@ -97,9 +103,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { serve.await });
+    let pb_app = postback.router.merge(postback_telemetry.router());
+    let pb_listener = tokio::net::TcpListener::bind(args.postback_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.postback_listen))?;
+    let pb_serve = axum::serve(pb_listener, pb_app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let pb_server = tokio::spawn(async move { pb_serve.await });
     wait_ready(args.traffic_listen, Duration::from_secs(30)).await?;
+    wait_ready(args.postback_listen, Duration::from_secs(30)).await?;
 
     let traffic_url = format!("http://{}", args.traffic_listen);
+    let postback_url = format!("http://{}", args.postback_listen);
     if let Some(s) = &seeded {
         println!("Demo data seeded. Try a click:");
         println!("  curl -i '{traffic_url}/c/{}?country=DE&sub1=hello'", s.campaign_key);
@@ -108,28 +123,43 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             s.network_key,
             super::demo::NETWORK_TOKEN
         );
+        println!(
+            "  curl -i '{postback_url}/postback/{}?clickid=<X-Click-Id>&txid=order-1&payout=12.50&currency=USD&status=approved&token={}'",
+            s.network_key,
+            super::demo::NETWORK_TOKEN
+        );
     }
     // The last line, so scripts can wait for it.
     println!(
-        "TraffoFlex is up in {} ms ({store_backend} store, {} analytics): traffic {traffic_url}",
+        "TraffoFlex is up in {} ms ({store_backend} store, {} analytics): traffic {traffic_url} postback {postback_url}",
         started.elapsed().as_millis(),
         analytics.backend_name(),
     );
     shutdown.cancelled().await;
     server.await.context("server task")?.context("serving traffic")?;
+    pb_server.await.context("server task")?.context("serving postbacks")?;
     traffic.log.close().await;
+    postback.log.close().await;
     for task in background {
         task.await.context("background task")??;
     }
     Ok(())
 }
 
-async fn start_traffic<S: Sink>(
+/// Builds the traffic and postback services, both shipping their event logs to `sink`.
+async fn start_roles<S: Sink>(
     args: &UpArgs,
     store: Arc<dyn traffoflex_core::store::ConfigStore>,
-    sink: S,
+    sink: Arc<S>,
     telemetry: &Telemetry,
+    postback_telemetry: &Telemetry,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Traffic> {
-    build(&args.clicks, &args.backends.data_dir, store, sink, telemetry, shutdown.clone()).await
+) -> anyhow::Result<(Traffic, Postback)> {
+    let data_dir = &args.backends.data_dir;
+    let traffic =
+        build(&args.clicks, data_dir, Arc::clone(&store), Arc::clone(&sink), telemetry, shutdown.clone()).await?;
+    let settings = PostbackSettings::from(&args.clicks);
+    let postback =
+        super::postback::build(&settings, data_dir, store, sink, postback_telemetry, shutdown.clone()).await?;
+    Ok((traffic, postback))
 }

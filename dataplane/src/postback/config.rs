@@ -1,0 +1,152 @@
+//! The postback service's configuration: affiliate networks by key with their templates and parsed
+//! allowlists, plus the routing snapshot used to attribute click IDs — loaded from the store, swapped
+//! atomically (`ArcSwap`), reloaded when the store's revision changes (polled, and on `POST /internal/reload`).
+//! While the store is unreachable the last snapshot keeps serving.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+use traffoflex_core::store::{Collection, ConfigStore, StoreError};
+use traffoflex_crds::{AffiliateNetworkSpec, PostbackTemplateSpec};
+
+use super::auth::parse_allowlist;
+use crate::routing::RoutingSnapshot;
+use crate::traffic::config::{documents, load as load_routing};
+
+/// One affiliate network, ready for postbacks.
+#[derive(Debug)]
+pub struct NetworkEntry {
+    pub id: String,
+    pub spec: AffiliateNetworkSpec,
+    /// The network's template; `None` when it names none that exists (the MVP's aliases are used then).
+    pub template: Option<PostbackTemplateSpec>,
+    pub allowlist: Vec<IpNet>,
+}
+
+/// One loaded configuration.
+#[derive(Debug, Default)]
+pub struct PostbackSnapshot {
+    /// The store's revision this snapshot was built from; empty before the first load.
+    pub revision: String,
+    pub networks: HashMap<String, Arc<NetworkEntry>>,
+    pub routing: RoutingSnapshot,
+}
+
+impl PostbackSnapshot {
+    /// The network with this key.
+    pub fn network(&self, key: &str) -> Option<&Arc<NetworkEntry>> {
+        self.networks.get(key)
+    }
+
+    /// The network with this key or ID (the MVP's `network_id`).
+    pub fn network_by_key_or_id(&self, key_or_id: &str) -> Option<&Arc<NetworkEntry>> {
+        self.network(key_or_id).or_else(|| self.networks.values().find(|n| n.id == key_or_id))
+    }
+}
+
+/// Builds the snapshot from documents (pure; skipped documents are logged).
+pub fn build(
+    revision: String,
+    networks: Vec<(String, AffiliateNetworkSpec)>,
+    templates: Vec<(String, PostbackTemplateSpec)>,
+    routing: RoutingSnapshot,
+) -> PostbackSnapshot {
+    let templates: HashMap<String, PostbackTemplateSpec> = templates.into_iter().collect();
+    let mut by_key = HashMap::new();
+    let mut networks = networks;
+    networks.sort_by(|a, b| a.0.cmp(&b.0));
+    for (id, spec) in networks {
+        let template = spec.postback_template_id.as_ref().and_then(|t| templates.get(t)).cloned();
+        if template.is_none() {
+            tracing::warn!(network = %spec.key, "the network's postback template is missing; using the default parameter names");
+        }
+        let (allowlist, bad) = parse_allowlist(&spec.ip_allowlist);
+        if !bad.is_empty() {
+            tracing::warn!(network = %spec.key, ?bad, "skipping allowlist entries that are not CIDRs or addresses");
+        }
+        if by_key.contains_key(&spec.key) {
+            tracing::warn!(network = %spec.key, id, "two networks share a key; the first by ID wins");
+            continue;
+        }
+        let key = spec.key.clone();
+        by_key.insert(key, Arc::new(NetworkEntry { id, spec, template, allowlist }));
+    }
+    PostbackSnapshot { revision, networks: by_key, routing }
+}
+
+/// Loads networks, templates and the routing snapshot. The revision is read first (see the traffic config).
+pub async fn load(store: &dyn ConfigStore) -> Result<PostbackSnapshot, StoreError> {
+    let routing = load_routing(store).await?;
+    let networks = documents::<AffiliateNetworkSpec>(store, Collection::AffiliateNetworks).await?;
+    let templates = documents::<PostbackTemplateSpec>(store, Collection::PostbackTemplates).await?;
+    Ok(build(routing.revision, networks, templates, routing.snapshot))
+}
+
+/// The snapshot in force, shared by every postback.
+pub struct LivePostbackConfig {
+    current: ArcSwap<PostbackSnapshot>,
+    store: Arc<dyn ConfigStore>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl LivePostbackConfig {
+    /// Starts empty (every network unknown) until the first [`LivePostbackConfig::refresh`] succeeds.
+    pub fn new(store: Arc<dyn ConfigStore>) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(PostbackSnapshot::default()),
+            store,
+            reload_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The store this configuration comes from (conversions are written there too).
+    pub fn store(&self) -> &Arc<dyn ConfigStore> {
+        &self.store
+    }
+
+    pub fn current(&self) -> Arc<PostbackSnapshot> {
+        self.current.load_full()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        !self.current.load().revision.is_empty()
+    }
+
+    /// Reloads when the store's revision differs from the loaded one (or always, with `force`).
+    pub async fn refresh(&self, force: bool) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        if !force && self.store.config_revision().await? == self.current.load().revision {
+            return Ok(false);
+        }
+        let loaded = load(self.store.as_ref()).await?;
+        tracing::info!(revision = %loaded.revision, networks = loaded.networks.len(), "postback configuration loaded");
+        self.current.store(Arc::new(loaded));
+        Ok(true)
+    }
+
+    /// Checks the revision every `interval` until `shutdown`; failures keep the last snapshot.
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let live = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = shutdown.cancelled() => return,
+                }
+                if let Err(e) = live.refresh(false).await {
+                    tracing::warn!(error = %e, "postback configuration check failed; the loaded snapshot keeps serving");
+                }
+            }
+        })
+    }
+}
