@@ -19,9 +19,15 @@ struct Up {
 }
 
 fn up(data: &std::path::Path, addr: SocketAddr, postback: SocketAddr) -> Up {
+    up_with(data, addr, postback, &[])
+}
+
+/// `up --demo` with extra arguments (backend flags).
+fn up_with(data: &std::path::Path, addr: SocketAddr, postback: SocketAddr, extra: &[&str]) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_traffoflex"))
         .args(["up", "--demo", "--data-dir", data.to_str().expect("path"), "--traffic-listen", &addr.to_string()])
         .args(["--postback-listen", &postback.to_string()])
+        .args(extra)
         .env_remove("TRAFFOFLEX_MONGO_URI")
         .env_remove("TRAFFOFLEX_CLICKHOUSE_URL")
         .env_remove("TRAFFOFLEX_KAFKA_BROKERS")
@@ -146,4 +152,65 @@ async fn up_demo_redirects_records_and_keeps_data_across_restarts() {
     assert!(resp.contains(" 302 "), "{resp}");
     stop(second);
     assert_eq!(clicks_in_reports(data.path()).await, 6, "the earlier clicks are still there, plus the new one");
+}
+
+/// The same journey with the binary pointed at the real servers: FerretDB for the store, Kafka for events
+/// and ClickHouse for the reports, with the ingester running inside `up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_demo_on_mongodb_kafka_and_clickhouse() {
+    use traffoflex_core::analytics::clickhouse::ClickHouse;
+    use traffoflex_core::testenv;
+    let (Some(mongo), Some(ch), Some(kafka)) =
+        (testenv::mongo_uri(), testenv::clickhouse_url(), testenv::kafka_brokers())
+    else {
+        return;
+    };
+    let name = testenv::unique_name("upe2e");
+    let mongo_db = format!("{}/{name}", mongo.trim_end_matches('/'));
+    let prefix = format!("{name}.");
+    let backends = [
+        "--mongo-uri",
+        &mongo_db,
+        "--clickhouse-url",
+        &ch,
+        "--clickhouse-database",
+        &name,
+        "--kafka-brokers",
+        &kafka,
+        "--kafka-topic-prefix",
+        &prefix,
+    ];
+    let data = tempfile::tempdir().expect("temp dir");
+    let (addr, pb) = (free_addr(), free_addr());
+    let analytics = ClickHouse::new(&ch, &name);
+    let today = chrono::Utc::now().date_naive();
+    let q = ReportQuery::new(today.pred_opt().unwrap_or(today), today);
+
+    let first = up_with(data.path(), addr, pb, &backends);
+    assert!(first.lines.last().is_some_and(|l| l.contains("mongodb store, clickhouse analytics")), "{:?}", first.lines);
+    let resp = get(addr, "/c/demo-summer?country=DE&sub1=real");
+    assert!(resp.contains(" 302 "), "{resp}");
+    let id = header(&resp, "x-click-id").expect("X-Click-Id").to_owned();
+    let postback = format!("/postback/demo-network?clickid={id}&txid=real-1&payout=7.25&token=demo-token");
+    let resp = get(pb, &postback);
+    assert!(resp.contains(r#""status":"accepted""#), "{resp}");
+    // Within 5 s the click and the conversion are in ClickHouse's reports.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut report = analytics.overview(&q).await.expect("overview");
+    while (report.clicks < 1 || report.conversions < 1) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        report = analytics.overview(&q).await.expect("overview");
+    }
+    assert_eq!((report.clicks, report.conversions), (1, 1), "{report:?}");
+    assert_eq!(report.revenue.normalize().to_string(), "7.25");
+    stop(first);
+
+    let second = up_with(data.path(), addr, pb, &backends);
+    assert!(!second.lines.iter().any(|l| l.contains("Demo data seeded")), "the store kept the demo objects");
+    assert!(get(addr, "/c/demo-summer?country=AT").contains(" 302 "));
+    stop(second);
+    let report = analytics.overview(&q).await.expect("overview");
+    assert_eq!(report.conversions, 1, "the conversion is still counted once after a restart");
+    assert!(report.clicks >= 1, "{report:?}");
+    analytics.drop_database().await.expect("cleanup");
 }
