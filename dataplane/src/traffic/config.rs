@@ -25,24 +25,39 @@ pub struct Loaded {
     pub snapshot: RoutingSnapshot,
 }
 
-/// Reads every document of a collection as `(id, spec)`; a document that doesn't parse is skipped and logged,
-/// so one bad object can't take the others down.
+/// How many documents one store query of a reload reads: the JSON of a page is turned into specs and freed
+/// before the next page is read, so a reload's transient memory stays bounded however large the configuration.
+const PAGE: u64 = 500;
+
+/// Reads every document of a collection as `(id, spec)`, page by page in ID order; a document that doesn't
+/// parse is skipped and logged, so one bad object can't take the others down.
 pub(crate) async fn documents<T: DeserializeOwned>(
     store: &dyn ConfigStore,
     coll: Collection,
 ) -> Result<Vec<(String, T)>, StoreError> {
-    let docs = store.find(coll, &Query::new()).await?;
-    let mut out = Vec::with_capacity(docs.len());
-    for doc in docs {
-        let id = doc.get("id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-        match serde_json::from_value::<T>(doc) {
-            Ok(spec) => out.push((id, spec)),
-            Err(e) => {
-                tracing::warn!(collection = coll.name(), id, error = %e, "skipping a document that does not parse")
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = Query::new().limit(PAGE);
+        if let Some(last) = after.take() {
+            query = query.after(last);
+        }
+        let page = store.find(coll, &query).await?;
+        let full = page.len() as u64 == PAGE;
+        for doc in page {
+            let id = doc.get("id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            after = Some(id.clone());
+            match serde_json::from_value::<T>(doc) {
+                Ok(spec) => out.push((id, spec)),
+                Err(e) => {
+                    tracing::warn!(collection = coll.name(), id, error = %e, "skipping a document that does not parse")
+                }
             }
         }
+        if !full {
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
 /// Loads the whole routing configuration. The revision is read first, so a write racing the load leaves the
