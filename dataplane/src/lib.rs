@@ -5,5 +5,6 @@ pub mod clicklog;
 pub mod health;
 pub mod ingest;
 pub mod postback;
+pub mod reload;
 pub mod routing;
 pub mod traffic;

@@ -44,27 +44,11 @@ impl KafkaProducer {
 
     /// Sends every event and waits for all acknowledgements.
     pub async fn publish(&self, batch: &[Event]) -> Result<(), BusError> {
-        let encoded: Vec<(String, String, Vec<u8>)> =
-            batch.iter().map(|e| (e.topic().name(&self.prefix), e.key(), events::encode(e))).collect();
-        let mut pending = Vec::with_capacity(encoded.len());
-        for (topic, key, payload) in &encoded {
-            let record = FutureRecord::to(topic).key(key).payload(payload);
-            pending.push(self.producer.send(record, Duration::from_secs(30)));
-        }
-        let mut failed = 0;
-        let mut first_error = String::new();
-        for outcome in futures::future::join_all(pending).await {
-            if let Err((e, _)) = outcome {
-                if failed == 0 {
-                    first_error = e.to_string();
-                }
-                failed += 1;
-            }
-        }
-        if failed > 0 {
-            return Err(BusError::Delivery { failed, total: batch.len(), first_error });
-        }
-        Ok(())
+        let encoded: Vec<(Topic, String, Vec<u8>)> =
+            batch.iter().map(|e| (e.topic(), e.key(), events::encode(e))).collect();
+        let raw: Vec<(Topic, &[u8], &[u8])> =
+            encoded.iter().map(|(t, k, p)| (*t, k.as_bytes(), p.as_slice())).collect();
+        self.publish_raw(&raw).await
     }
 
     /// Sends messages already encoded — `(topic family, key, payload)` — to `topic.name(prefix)`, and waits for
@@ -135,7 +119,9 @@ impl KafkaConsumer {
     }
 
     /// Waits for the first message up to `max_wait`, then takes what else arrives until the batch has `max`
-    /// messages or `linger` has passed since the first one.
+    /// messages or `linger` has passed since the first one. An error after the first message ends the batch
+    /// (what was read is returned, never dropped); an error before it is returned, and is usually passing
+    /// (a topic not yet known to the broker, a rebalance): callers log it and call again.
     pub async fn next_batch(
         &self,
         max: usize,
@@ -156,7 +142,12 @@ impl KafkaConsumer {
             }
             match tokio::time::timeout(left, self.consumer.recv()).await {
                 Err(_) => break,
-                Ok(m) => batch.push(owned(&m.map_err(kafka_err)?)),
+                Ok(Ok(m)) => batch.push(owned(&m)),
+                // Hand out what was read: dropping it would let a later commit skip it.
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka consumer error; ending the batch early");
+                    break;
+                }
             }
         }
         Ok(batch)

@@ -10,6 +10,7 @@ pub struct IngestMetrics {
     rows: Counter,
     errors: Counter,
     failed_writes: Counter,
+    consume_errors: Counter,
     batch_size: Histogram,
 }
 
@@ -20,6 +21,7 @@ impl Default for IngestMetrics {
             rows: Counter::default(),
             errors: Counter::default(),
             failed_writes: Counter::default(),
+            consume_errors: Counter::default(),
             batch_size: Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0, 100_000.0]),
         }
     }
@@ -32,6 +34,7 @@ impl IngestMetrics {
             r.register("rows", "Rows written to ClickHouse", self.rows.clone());
             r.register("ingestion_errors", "Messages stored as ingestion errors", self.errors.clone());
             r.register("failed_writes", "ClickHouse writes that failed and were retried", self.failed_writes.clone());
+            r.register("consume_errors", "Kafka read errors (retried)", self.consume_errors.clone());
             r.register("batch_size", "Messages per batch", self.batch_size.clone());
         });
     }
@@ -48,5 +51,9 @@ impl IngestMetrics {
 
     pub(super) fn failed_write(&self) {
         self.failed_writes.inc();
+    }
+
+    pub(super) fn consume_error(&self) {
+        self.consume_errors.inc();
     }
 }

@@ -72,8 +72,20 @@ impl Ingester {
         while !shutdown.is_cancelled() {
             let wait = Duration::from_millis(500);
             let batch = tokio::select! {
-                b = self.consumer.next_batch(self.batch.max_rows, wait, self.batch.linger) => b?,
+                b = self.consumer.next_batch(self.batch.max_rows, wait, self.batch.linger) => b,
                 () = shutdown.cancelled() => break,
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    // Nothing was read, so nothing can be skipped: wait a little and read again.
+                    self.metrics.consume_error();
+                    tracing::warn!(error = %e, "reading from Kafka failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
             };
             if batch.is_empty() {
                 continue;

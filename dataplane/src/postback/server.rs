@@ -20,7 +20,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use traffoflex_core::clickid::ClickIdCodec;
 use traffoflex_core::events::{Event, PostbackLogEvent, now_millis};
 use traffoflex_core::telemetry::Telemetry;
@@ -202,29 +201,9 @@ async fn reload(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let allowed = match &s.reload_token {
-        Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            bool::from(given.as_bytes().ct_eq(token.as_bytes()))
-        }
-        None => peer.ip().is_loopback(),
-    };
-    if !allowed {
-        let body = json!({"error": {"code": "forbidden", "message": "a valid reload token is required"}});
-        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
-    }
-    match s.config.refresh(true).await {
-        Ok(_) => {
-            let revision = s.config.current().revision.clone();
-            (StatusCode::OK, axum::Json(json!({"status": "reloaded", "revision": revision}))).into_response()
-        }
-        Err(e) => {
-            let body = json!({"error": {"code": "storeUnavailable", "message": e.to_string()}});
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-        }
-    }
+    crate::reload::respond(s.reload_token.as_deref(), peer, &headers, || async {
+        s.config.refresh(true).await?;
+        Ok(s.config.current().revision.clone())
+    })
+    .await
 }

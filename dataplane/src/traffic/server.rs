@@ -303,31 +303,9 @@ async fn reload(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let allowed = match &s.reload_token {
-        Some(token) => {
-            let given = header_str(&headers, header::AUTHORIZATION).strip_prefix("Bearer ").unwrap_or("");
-            subtle_eq(given.as_bytes(), token.as_bytes())
-        }
-        None => peer.ip().is_loopback(),
-    };
-    if !allowed {
-        let body = serde_json::json!({"error": {"code": "forbidden", "message": "a valid reload token is required"}});
-        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
-    }
-    match s.config.refresh(true).await {
-        Ok(_) => {
-            let revision = s.config.current().revision.clone();
-            (StatusCode::OK, axum::Json(serde_json::json!({"status": "reloaded", "revision": revision})))
-                .into_response()
-        }
-        Err(e) => {
-            let body = serde_json::json!({"error": {"code": "storeUnavailable", "message": e.to_string()}});
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-        }
-    }
-}
-
-/// Compares secrets in time independent of where they differ.
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::reload::respond(s.reload_token.as_deref(), peer, &headers, || async {
+        s.config.refresh(true).await?;
+        Ok(s.config.current().revision.clone())
+    })
+    .await
 }
