@@ -4,6 +4,7 @@ pub mod analytics_sink;
 pub mod clicklog;
 pub mod health;
 pub mod ingest;
+pub mod live;
 pub mod postback;
 pub mod reload;
 pub mod routing;

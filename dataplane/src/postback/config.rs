@@ -4,16 +4,15 @@
 //! While the store is unreachable the last snapshot keeps serving.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use ipnet::IpNet;
-use tokio_util::sync::CancellationToken;
 use traffoflex_core::store::{Collection, ConfigStore, StoreError};
 use traffoflex_crds::{AffiliateNetworkSpec, PostbackTemplateSpec};
 
 use super::auth::parse_allowlist;
+use crate::live::{Live, Snapshot};
 use crate::routing::RoutingSnapshot;
 use crate::traffic::config::{documents, load as load_routing};
 
@@ -86,67 +85,17 @@ pub async fn load(store: &dyn ConfigStore) -> Result<PostbackSnapshot, StoreErro
     Ok(build(routing.revision, networks, templates, routing.snapshot))
 }
 
-/// The snapshot in force, shared by every postback.
-pub struct LivePostbackConfig {
-    current: ArcSwap<PostbackSnapshot>,
-    store: Arc<dyn ConfigStore>,
-    reload_lock: tokio::sync::Mutex<()>,
-}
+impl Snapshot for PostbackSnapshot {
+    const WHAT: &'static str = "postback";
 
-impl LivePostbackConfig {
-    /// Starts empty (every network unknown) until the first [`LivePostbackConfig::refresh`] succeeds.
-    pub fn new(store: Arc<dyn ConfigStore>) -> Self {
-        Self {
-            current: ArcSwap::from_pointee(PostbackSnapshot::default()),
-            store,
-            reload_lock: tokio::sync::Mutex::new(()),
-        }
+    fn revision(&self) -> &str {
+        &self.revision
     }
 
-    /// The store this configuration comes from (conversions are written there too).
-    pub fn store(&self) -> &Arc<dyn ConfigStore> {
-        &self.store
-    }
-
-    pub fn current(&self) -> Arc<PostbackSnapshot> {
-        self.current.load_full()
-    }
-
-    pub fn is_loaded(&self) -> bool {
-        !self.current.load().revision.is_empty()
-    }
-
-    /// Reloads when the store's revision differs from the loaded one (or always, with `force`).
-    pub async fn refresh(&self, force: bool) -> Result<bool, StoreError> {
-        let _one_at_a_time = self.reload_lock.lock().await;
-        if !force && self.store.config_revision().await? == self.current.load().revision {
-            return Ok(false);
-        }
-        let loaded = load(self.store.as_ref()).await?;
-        tracing::info!(revision = %loaded.revision, networks = loaded.networks.len(), "postback configuration loaded");
-        self.current.store(Arc::new(loaded));
-        Ok(true)
-    }
-
-    /// Checks the revision every `interval` until `shutdown`; failures keep the last snapshot.
-    pub fn spawn_reloader(
-        self: &Arc<Self>,
-        interval: Duration,
-        shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let live = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = shutdown.cancelled() => return,
-                }
-                if let Err(e) = live.refresh(false).await {
-                    tracing::warn!(error = %e, "postback configuration check failed; the loaded snapshot keeps serving");
-                }
-            }
-        })
+    fn load(store: &dyn ConfigStore) -> impl Future<Output = Result<Self, StoreError>> + Send {
+        load(store)
     }
 }
+
+/// The postback configuration in force, shared by every request.
+pub type LivePostbackConfig = Live<PostbackSnapshot>;

@@ -1,20 +1,13 @@
-//! The traffic service's configuration: a [`RoutingSnapshot`] loaded from the store and swapped atomically.
-//!
-//! Clicks never wait for the store: they read the current snapshot through an `ArcSwap` (no lock). A reload
-//! builds a whole new snapshot beside the old one and swaps it in. Reloads happen when the store's
-//! configuration revision differs from the loaded one — checked every `interval` (the safety net) and at once
-//! on `POST /internal/reload` (the signal the API and the operator send after a write). While the store is
-//! unreachable the last snapshot keeps serving.
+//! The traffic service's configuration: a [`RoutingSnapshot`] loaded from the store, served and reloaded
+//! through [`crate::live::Live`] (lock-free reads, atomic swaps, reload on a revision change).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
 
-use arc_swap::ArcSwap;
 use serde::de::DeserializeOwned;
-use tokio_util::sync::CancellationToken;
 use traffoflex_core::store::{Collection, ConfigStore, Query, StoreError};
 use traffoflex_crds::{CampaignSpec, DestinationSpec, StreamSpec, TrafficSourceSpec};
 
+use crate::live::{Live, Snapshot};
 use crate::routing::RoutingSnapshot;
 
 /// One loaded configuration.
@@ -76,61 +69,17 @@ pub async fn load(store: &dyn ConfigStore) -> Result<Loaded, StoreError> {
     Ok(Loaded { revision, snapshot })
 }
 
-/// The snapshot in force, shared by every click.
-pub struct LiveConfig {
-    current: ArcSwap<Loaded>,
-    store: Arc<dyn ConfigStore>,
-    reload_lock: tokio::sync::Mutex<()>,
-}
+impl Snapshot for Loaded {
+    const WHAT: &'static str = "routing";
 
-impl LiveConfig {
-    /// Starts empty (every campaign unknown) until the first [`LiveConfig::refresh`] succeeds.
-    pub fn new(store: Arc<dyn ConfigStore>) -> Self {
-        Self { current: ArcSwap::from_pointee(Loaded::default()), store, reload_lock: tokio::sync::Mutex::new(()) }
+    fn revision(&self) -> &str {
+        &self.revision
     }
 
-    /// The snapshot in force now.
-    pub fn current(&self) -> Arc<Loaded> {
-        self.current.load_full()
-    }
-
-    /// Whether a configuration has been loaded at least once.
-    pub fn is_loaded(&self) -> bool {
-        !self.current.load().revision.is_empty()
-    }
-
-    /// Reloads when the store's revision differs from the loaded one (or always, with `force`). Returns
-    /// whether a new snapshot was swapped in.
-    pub async fn refresh(&self, force: bool) -> Result<bool, StoreError> {
-        let _one_at_a_time = self.reload_lock.lock().await;
-        if !force && self.store.config_revision().await? == self.current.load().revision {
-            return Ok(false);
-        }
-        let loaded = load(self.store.as_ref()).await?;
-        tracing::info!(revision = %loaded.revision, campaigns = loaded.snapshot.campaigns().len(), "configuration loaded");
-        self.current.store(Arc::new(loaded));
-        Ok(true)
-    }
-
-    /// Checks the revision every `interval` until `shutdown`; failures keep the last snapshot and are logged.
-    pub fn spawn_reloader(
-        self: &Arc<Self>,
-        interval: Duration,
-        shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let live = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = shutdown.cancelled() => return,
-                }
-                if let Err(e) = live.refresh(false).await {
-                    tracing::warn!(error = %e, "configuration check failed; the loaded snapshot keeps serving");
-                }
-            }
-        })
+    fn load(store: &dyn ConfigStore) -> impl Future<Output = Result<Self, StoreError>> + Send {
+        load(store)
     }
 }
+
+/// The routing snapshot in force, shared by every click.
+pub type LiveConfig = Live<Loaded>;

@@ -1,0 +1,93 @@
+//! A configuration snapshot loaded from the store and swapped atomically, shared by the traffic and postback
+//! services.
+//!
+//! Requests read the snapshot in force through an `ArcSwap` (no lock, no store access). A reload builds a
+//! whole new snapshot beside the old one and swaps it in. Reloads happen when the store's configuration
+//! revision differs from the loaded one — checked every interval (the safety net) and at once on
+//! `POST /internal/reload` (the signal the API and the operator send after a write). While the store is
+//! unreachable the last snapshot keeps serving.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use traffoflex_core::store::{ConfigStore, StoreError};
+
+/// A configuration a service serves from.
+pub trait Snapshot: Default + Send + Sync + 'static {
+    /// What it is, for logs (`routing`, `postback`).
+    const WHAT: &'static str;
+
+    /// The store revision it was built from; empty before the first load.
+    fn revision(&self) -> &str;
+
+    /// Builds it from the store. Implementations read the revision first, so a write racing the load leaves
+    /// the loaded revision behind the store's and the next check loads again.
+    fn load(store: &dyn ConfigStore) -> impl Future<Output = Result<Self, StoreError>> + Send;
+}
+
+/// The snapshot in force, shared by every request.
+pub struct Live<T> {
+    current: ArcSwap<T>,
+    store: Arc<dyn ConfigStore>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl<T: Snapshot> Live<T> {
+    /// Starts empty until the first [`Live::refresh`] succeeds.
+    pub fn new(store: Arc<dyn ConfigStore>) -> Self {
+        Self { current: ArcSwap::from_pointee(T::default()), store, reload_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The store the configuration comes from.
+    pub fn store(&self) -> &Arc<dyn ConfigStore> {
+        &self.store
+    }
+
+    /// The snapshot in force now.
+    pub fn current(&self) -> Arc<T> {
+        self.current.load_full()
+    }
+
+    /// Whether a configuration has been loaded at least once.
+    pub fn is_loaded(&self) -> bool {
+        !self.current.load().revision().is_empty()
+    }
+
+    /// Reloads when the store's revision differs from the loaded one (or always, with `force`). Returns
+    /// whether a new snapshot was swapped in.
+    pub async fn refresh(&self, force: bool) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        if !force && self.store.config_revision().await? == self.current.load().revision() {
+            return Ok(false);
+        }
+        let loaded = T::load(self.store.as_ref()).await?;
+        tracing::info!(what = T::WHAT, revision = %loaded.revision(), "configuration loaded");
+        self.current.store(Arc::new(loaded));
+        Ok(true)
+    }
+
+    /// Checks the revision every `interval` until `shutdown`; failures keep the last snapshot and are logged.
+    pub fn spawn_reloader(
+        self: &Arc<Self>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let live = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = shutdown.cancelled() => return,
+                }
+                if let Err(e) = live.refresh(false).await {
+                    tracing::warn!(what = T::WHAT, error = %e, "configuration check failed; the loaded snapshot keeps serving");
+                }
+            }
+        })
+    }
+}
