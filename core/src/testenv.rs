@@ -106,3 +106,86 @@ impl Drop for CutProxy {
         self.cut();
     }
 }
+
+/// A configuration store that a test can switch off, as when MongoDB is unreachable: while `down` is set,
+/// every call answers [`StoreError::Unavailable`](crate::store::StoreError::Unavailable).
+pub struct SwitchableStore {
+    pub inner: std::sync::Arc<dyn crate::store::ConfigStore>,
+    pub down: std::sync::atomic::AtomicBool,
+}
+
+impl SwitchableStore {
+    /// Wraps `inner`, switched on.
+    pub fn new(inner: std::sync::Arc<dyn crate::store::ConfigStore>) -> Self {
+        Self { inner, down: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    fn check(&self) -> crate::store::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(crate::store::StoreError::Unavailable("switched off by the test".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::ConfigStore for SwitchableStore {
+    fn backend_name(&self) -> &'static str {
+        "switchable"
+    }
+    async fn ping(&self) -> crate::store::Result<()> {
+        self.check()?;
+        self.inner.ping().await
+    }
+    async fn ensure_indexes(&self) -> crate::store::Result<()> {
+        self.check()?;
+        self.inner.ensure_indexes().await
+    }
+    async fn insert(
+        &self,
+        c: crate::store::Collection,
+        d: serde_json::Value,
+    ) -> crate::store::Result<serde_json::Value> {
+        self.check()?;
+        self.inner.insert(c, d).await
+    }
+    async fn get(&self, c: crate::store::Collection, id: &str) -> crate::store::Result<Option<serde_json::Value>> {
+        self.check()?;
+        self.inner.get(c, id).await
+    }
+    async fn find(
+        &self,
+        c: crate::store::Collection,
+        q: &crate::store::Query,
+    ) -> crate::store::Result<Vec<serde_json::Value>> {
+        self.check()?;
+        self.inner.find(c, q).await
+    }
+    async fn count(&self, c: crate::store::Collection, f: &crate::store::Filter) -> crate::store::Result<u64> {
+        self.check()?;
+        self.inner.count(c, f).await
+    }
+    async fn replace(
+        &self,
+        c: crate::store::Collection,
+        id: &str,
+        v: Option<u64>,
+        d: serde_json::Value,
+    ) -> crate::store::Result<serde_json::Value> {
+        self.check()?;
+        self.inner.replace(c, id, v, d).await
+    }
+    async fn delete(&self, c: crate::store::Collection, id: &str, v: Option<u64>) -> crate::store::Result<()> {
+        self.check()?;
+        self.inner.delete(c, id, v).await
+    }
+    async fn config_revision(&self) -> crate::store::Result<String> {
+        self.check()?;
+        self.inner.config_revision().await
+    }
+    async fn bump_config_revision(&self) -> crate::store::Result<String> {
+        self.check()?;
+        self.inner.bump_config_revision().await
+    }
+}

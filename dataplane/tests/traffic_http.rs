@@ -2,7 +2,7 @@
 //! trafficback, 404s, and redirects that go on while the store is down.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use traffoflex_core::clickid::ClickIdCodec;
 use traffoflex_core::events::{self, Event};
-use traffoflex_core::store::{Collection, ConfigStore, Filter, Query, SqliteStore, StoreError};
+use traffoflex_core::store::{Collection, ConfigStore, SqliteStore};
 use traffoflex_core::telemetry::Telemetry;
+use traffoflex_core::testenv::SwitchableStore;
 use traffoflex_dataplane::clicklog::{Batch, ClickLog, ClickLogSettings, ShipSettings, Sink, SinkError};
 use traffoflex_dataplane::health::checker::SharedHealth;
 use traffoflex_dataplane::routing::UnhealthySet;
@@ -38,68 +39,9 @@ impl Sink for Collected {
     }
 }
 
-/// A store that can be switched off, as when MongoDB is unreachable.
-struct Switchable {
-    inner: Arc<dyn ConfigStore>,
-    down: AtomicBool,
-}
-
-impl Switchable {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) { Err(StoreError::Unavailable("switched off".into())) } else { Ok(()) }
-    }
-}
-
-#[async_trait]
-impl ConfigStore for Switchable {
-    fn backend_name(&self) -> &'static str {
-        "switchable"
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.ping().await
-    }
-    async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.ensure_indexes().await
-    }
-    async fn insert(&self, c: Collection, d: Value) -> Result<Value, StoreError> {
-        self.check()?;
-        self.inner.insert(c, d).await
-    }
-    async fn get(&self, c: Collection, id: &str) -> Result<Option<Value>, StoreError> {
-        self.check()?;
-        self.inner.get(c, id).await
-    }
-    async fn find(&self, c: Collection, q: &Query) -> Result<Vec<Value>, StoreError> {
-        self.check()?;
-        self.inner.find(c, q).await
-    }
-    async fn count(&self, c: Collection, f: &Filter) -> Result<u64, StoreError> {
-        self.check()?;
-        self.inner.count(c, f).await
-    }
-    async fn replace(&self, c: Collection, id: &str, v: Option<u64>, d: Value) -> Result<Value, StoreError> {
-        self.check()?;
-        self.inner.replace(c, id, v, d).await
-    }
-    async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.delete(c, id, v).await
-    }
-    async fn config_revision(&self) -> Result<String, StoreError> {
-        self.check()?;
-        self.inner.config_revision().await
-    }
-    async fn bump_config_revision(&self) -> Result<String, StoreError> {
-        self.check()?;
-        self.inner.bump_config_revision().await
-    }
-}
-
 struct Fixture {
     base: String,
-    store: Arc<Switchable>,
+    store: Arc<SwitchableStore>,
     events: Collected,
     log: Arc<ClickLog>,
     stream_de: Value,
@@ -119,7 +61,7 @@ async fn start() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let sqlite: Arc<dyn ConfigStore> =
         Arc::new(SqliteStore::open(&dir.path().join("config.sqlite")).await.expect("store"));
-    let store = Arc::new(Switchable { inner: sqlite, down: AtomicBool::new(false) });
+    let store = Arc::new(SwitchableStore::new(sqlite));
     let s: &dyn ConfigStore = store.as_ref();
     let (dest_a, _) = id_of(
         s,

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,8 +11,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use traffoflex_core::clickid::ClickIdCodec;
 use traffoflex_core::events::{self, ConversionEvent, Event, PostbackLogEvent};
-use traffoflex_core::store::{Collection, ConfigStore, Filter, Query, SqliteStore, StoreError};
+use traffoflex_core::store::{Collection, ConfigStore, Filter, SqliteStore};
 use traffoflex_core::telemetry::Telemetry;
+use traffoflex_core::testenv::SwitchableStore;
 use traffoflex_dataplane::clicklog::{Batch, ClickLog, ClickLogSettings, ShipSettings, Sink, SinkError};
 use traffoflex_dataplane::postback::config::LivePostbackConfig;
 use traffoflex_dataplane::postback::server::{PostbackState, router};
@@ -45,66 +45,9 @@ impl Collected {
     }
 }
 
-/// A store that can be switched off, as when MongoDB is unreachable.
-pub struct Switchable {
-    pub inner: Arc<dyn ConfigStore>,
-    pub down: AtomicBool,
-}
-
-impl Switchable {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) { Err(StoreError::Unavailable("switched off".into())) } else { Ok(()) }
-    }
-}
-
-#[async_trait]
-impl ConfigStore for Switchable {
-    fn backend_name(&self) -> &'static str {
-        "switchable"
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.ping().await
-    }
-    async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        self.inner.ensure_indexes().await
-    }
-    async fn insert(&self, c: Collection, d: Value) -> Result<Value, StoreError> {
-        self.check()?;
-        self.inner.insert(c, d).await
-    }
-    async fn get(&self, c: Collection, id: &str) -> Result<Option<Value>, StoreError> {
-        self.check()?;
-        self.inner.get(c, id).await
-    }
-    async fn find(&self, c: Collection, q: &Query) -> Result<Vec<Value>, StoreError> {
-        self.check()?;
-        self.inner.find(c, q).await
-    }
-    async fn count(&self, c: Collection, f: &Filter) -> Result<u64, StoreError> {
-        self.inner.count(c, f).await
-    }
-    async fn replace(&self, c: Collection, id: &str, v: Option<u64>, d: Value) -> Result<Value, StoreError> {
-        self.check()?;
-        self.inner.replace(c, id, v, d).await
-    }
-    async fn delete(&self, c: Collection, id: &str, v: Option<u64>) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.delete(c, id, v).await
-    }
-    async fn config_revision(&self) -> Result<String, StoreError> {
-        self.check()?;
-        self.inner.config_revision().await
-    }
-    async fn bump_config_revision(&self) -> Result<String, StoreError> {
-        self.check()?;
-        self.inner.bump_config_revision().await
-    }
-}
-
 pub struct Fixture {
     pub base: String,
-    pub store: Arc<Switchable>,
+    pub store: Arc<SwitchableStore>,
     pub events: Collected,
     pub codec: ClickIdCodec,
     pub campaign: String,
@@ -125,7 +68,7 @@ pub async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn ConfigStore> {
 }
 
 pub async fn start(inner: Arc<dyn ConfigStore>, dir: tempfile::TempDir) -> Fixture {
-    let store = Arc::new(Switchable { inner, down: AtomicBool::new(false) });
+    let store = Arc::new(SwitchableStore::new(inner));
     let s: &dyn ConfigStore = store.as_ref();
     let source =
         id_of(s, Collection::TrafficSources, json!({"key": "src1", "name": "Source 1", "outboundPostbackUrl": null}))
