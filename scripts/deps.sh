@@ -6,6 +6,9 @@
 #     scripts/ferretdb/main.go, on PostgreSQL 15          127.0.0.1:15432 (database "ferretdb")
 #   Apache Kafka 4.1.0, KRaft broker+controller, jars    127.0.0.1:19092 (controller 19093)
 #     from Maven Central via scripts/kafka/pom.xml
+#   etcd 3.6.16, built from scripts/kube/etcd             127.0.0.1:12379 (peer 12380)
+#   kube-apiserver 1.35.4, built from scripts/kube/       https://127.0.0.1:16443 (kubeconfig $STATE/kubeconfig)
+#     apiserver (the API server alone, as controller-runtime's envtest: no kubelet, no controller-manager)
 #
 # Usage: scripts/deps.sh start|stop|restart|status|env|install
 #   start    install what is missing, start every service that is not already running and answering
@@ -31,12 +34,16 @@ FERRET_PORT="${TRAFFOFLEX_FERRETDB_PORT:-27018}"
 KAFKA_PORT="${TRAFFOFLEX_KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${TRAFFOFLEX_KAFKA_CONTROLLER_PORT:-19093}"
 KAFKA_HEAP="${TRAFFOFLEX_KAFKA_HEAP:-512m}"
+ETCD_PORT="${TRAFFOFLEX_ETCD_PORT:-12379}"
+ETCD_PEER_PORT="${TRAFFOFLEX_ETCD_PEER_PORT:-12380}"
+KUBE_PORT="${TRAFFOFLEX_KUBE_APISERVER_PORT:-16443}"
 TIMEOUT="${TRAFFOFLEX_DEPS_TIMEOUT:-90}" # seconds to wait for each service to answer
 
 PG_VERSION=15
 FERRET_SRC="$REPO/scripts/ferretdb"
 KAFKA_POM="$REPO/scripts/kafka/pom.xml"
 KAFKA_LIB="$CACHE/kafka/lib"
+KUBE_SRC="$REPO/scripts/kube"
 
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 export DEBIAN_FRONTEND=noninteractive
@@ -199,13 +206,43 @@ install_kafka() {
   log "kafka: $(find "$KAFKA_LIB" -name '*.jar' | wc -l) jars in $KAFKA_LIB"
 }
 
+# go_build_cached NAME SRCDIR PACKAGE: build PACKAGE in the Go module SRCDIR into $CACHE/kube/NAME-<hash of
+# its go.mod and go.sum> unless that binary is there already; older builds of NAME are deleted.
+go_build_cached() {
+  local name=$1 src=$2 pkg=$3 bin
+  bin="$CACHE/kube/$name-$(file_hash "$src/go.mod" "$src/go.sum")"
+  if [[ -x "$bin" ]]; then log "$name: cached $(basename "$bin")"; return 0; fi
+  command -v go >/dev/null || die "$name: 'go' not found (needed to build $pkg from the Go module proxy)"
+  mkdir -p "$CACHE/kube"
+  local t0=$SECONDS
+  log "$name: building $pkg from $src (Go modules)"
+  (cd "$src" && go build -trimpath -buildvcs=false -o "$bin.tmp.$$" "$pkg") >"$CACHE/kube/$name-build.log" 2>&1 ||
+    die_with_log "$name" "go build $pkg failed" "$CACHE/kube/$name-build.log"
+  mv "$bin.tmp.$$" "$bin"
+  find "$CACHE/kube" -maxdepth 1 -name "$name-????????????????" ! -name "$(basename "$bin")" -delete
+  log "$name: built $(basename "$bin") in $((SECONDS - t0)) s"
+}
+
+etcd_bin() { echo "$CACHE/kube/etcd-$(file_hash "$KUBE_SRC/etcd/go.mod" "$KUBE_SRC/etcd/go.sum")"; }
+kube_apiserver_bin() {
+  echo "$CACHE/kube/kube-apiserver-$(file_hash "$KUBE_SRC/apiserver/go.mod" "$KUBE_SRC/apiserver/go.sum")"
+}
+
+# The two Go builds run one after the other: side by side they would only fight over the two cores.
+install_kube() {
+  go_build_cached etcd "$KUBE_SRC/etcd" go.etcd.io/etcd/server/v3
+  go_build_cached kube-apiserver "$KUBE_SRC/apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  command -v openssl >/dev/null || apt_install openssl
+}
+
 # apt, go build and mvn are independent: run them side by side (the cold path is dominated by go build).
 install_all() {
   mkdir -p "$CACHE"
-  local pids=() names=(apt ferretdb kafka) i rc=0
+  local pids=() names=(apt ferretdb kafka kube) i rc=0
   install_system_packages & pids+=($!)
   install_ferretdb & pids+=($!)
   install_kafka & pids+=($!)
+  install_kube & pids+=($!)
   for i in "${!pids[@]}"; do wait "${pids[$i]}" || { log "install of ${names[$i]} failed"; rc=1; }; done
   ((rc == 0)) || exit 1
 }
@@ -472,11 +509,128 @@ wait_kafka() {
 
 stop_kafka() { stop_pid kafka "$KAFKA_PID" "$KAFKA_DIR/server.properties" 30; }
 
+# ---------------------------------------------------------------- etcd (the API server's storage)
+ETCD_DIR="$STATE/etcd"
+ETCD_PID="$STATE/etcd.pid"
+ETCD_LOG="$STATE/etcd.log"
+ETCD_PATTERN="--data-dir=$ETCD_DIR/data"
+
+etcd_ready() { curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'; }
+etcd_running() { pid_alive "$ETCD_PID" "$ETCD_PATTERN"; }
+
+start_etcd() {
+  if etcd_running && etcd_ready; then log "etcd: already running (pid $(<"$ETCD_PID"))"; return 0; fi
+  stop_etcd
+  require_free_port etcd "$ETCD_PORT"
+  require_free_port etcd "$ETCD_PEER_PORT"
+  rm -rf "$ETCD_DIR"
+  mkdir -p "$ETCD_DIR"
+  local peer="http://127.0.0.1:$ETCD_PEER_PORT" client="http://127.0.0.1:$ETCD_PORT"
+  spawn "$ETCD_PID" "$ETCD_LOG" "$(etcd_bin)" --name=traffoflex "$ETCD_PATTERN" \
+    --listen-client-urls="$client" --advertise-client-urls="$client" \
+    --listen-peer-urls="$peer" --initial-advertise-peer-urls="$peer" --initial-cluster="traffoflex=$peer" \
+    --unsafe-no-fsync --log-level=warn
+  log "etcd: started pid $(<"$ETCD_PID")"
+  ETCD_STARTED=1
+}
+
+wait_etcd() {
+  [[ -n "${ETCD_STARTED:-}" ]] || return 0
+  wait_until etcd "$ETCD_PID" "$ETCD_PATTERN" "$ETCD_LOG" etcd_ready
+  log "etcd: ready on http://127.0.0.1:$ETCD_PORT"
+}
+
+stop_etcd() { stop_pid etcd "$ETCD_PID" "$ETCD_PATTERN" 10; }
+
+# ---------------------------------------------------------------- kube-apiserver
+# The API server alone, as controller-runtime's envtest runs it: no controller-manager, scheduler or kubelet,
+# so no Pods, ReplicaSets or filled EndpointSlices appear by themselves. Clients authenticate with a bearer
+# token in group system:masters; RBAC is on, so rules for other users can be tested too.
+KUBE_DIR="$STATE/kube"
+KUBE_PID="$STATE/kube-apiserver.pid"
+KUBE_LOG="$STATE/kube-apiserver.log"
+KUBE_PATTERN="--cert-dir=$KUBE_DIR/certs"
+KUBECONFIG_FILE="$STATE/kubeconfig"
+
+kube_ready() {
+  [[ -s "$KUBE_DIR/token" ]] &&
+    [[ "$(curl -sk --max-time 2 -H "Authorization: Bearer $(<"$KUBE_DIR/token")" \
+      "https://127.0.0.1:$KUBE_PORT/readyz")" == ok ]]
+}
+kube_running() { pid_alive "$KUBE_PID" "$KUBE_PATTERN"; }
+
+start_kube_apiserver() {
+  if [[ -z "${ETCD_STARTED:-}" ]] && kube_running && kube_ready && [[ -s "$KUBECONFIG_FILE" ]]; then
+    log "kube-apiserver: already running (pid $(<"$KUBE_PID"))"; return 0
+  fi
+  stop_kube_apiserver
+  require_free_port kube-apiserver "$KUBE_PORT"
+  rm -rf "$KUBE_DIR" "$KUBECONFIG_FILE"
+  mkdir -p "$KUBE_DIR/certs"
+  openssl genrsa -out "$KUBE_DIR/service-account.key" 2048 >/dev/null 2>&1 ||
+    die "kube-apiserver: openssl could not make the service-account key"
+  openssl rand -hex 24 >"$KUBE_DIR/token"
+  chmod 600 "$KUBE_DIR/token" "$KUBE_DIR/service-account.key"
+  # token,user,uid,"group,..."
+  echo "$(<"$KUBE_DIR/token"),traffoflex-admin,traffoflex-admin,\"system:masters\"" >"$KUBE_DIR/tokens.csv"
+  spawn "$KUBE_PID" "$KUBE_LOG" "$(kube_apiserver_bin)" "$KUBE_PATTERN" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --secure-port="$KUBE_PORT" --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$KUBE_DIR/service-account.key" \
+    --service-account-signing-key-file="$KUBE_DIR/service-account.key" \
+    --token-auth-file="$KUBE_DIR/tokens.csv" --authorization-mode=RBAC \
+    --service-cluster-ip-range=10.96.0.0/16 --disable-admission-plugins=ServiceAccount
+  log "kube-apiserver: started pid $(<"$KUBE_PID")"
+  KUBE_STARTED=1
+}
+
+# The kubeconfig trusts the server's self-signed certificate (made at start in the cert dir) as its CA.
+write_kubeconfig() {
+  local ca
+  ca=$(base64 -w0 <"$KUBE_DIR/certs/apiserver.crt") || die "kube-apiserver: no certificate in $KUBE_DIR/certs"
+  cat >"$KUBECONFIG_FILE.tmp" <<KUBECONFIG
+# Written by scripts/deps.sh: the test API server on loopback (user traffoflex-admin, group system:masters).
+apiVersion: v1
+kind: Config
+clusters:
+- name: traffoflex-test
+  cluster:
+    server: https://127.0.0.1:$KUBE_PORT
+    certificate-authority-data: $ca
+users:
+- name: traffoflex-admin
+  user:
+    token: $(<"$KUBE_DIR/token")
+contexts:
+- name: traffoflex-test
+  context:
+    cluster: traffoflex-test
+    user: traffoflex-admin
+current-context: traffoflex-test
+KUBECONFIG
+  chmod 600 "$KUBECONFIG_FILE.tmp"
+  mv "$KUBECONFIG_FILE.tmp" "$KUBECONFIG_FILE"
+}
+
+wait_kube_apiserver() {
+  [[ -n "${KUBE_STARTED:-}" ]] || return 0
+  wait_until kube-apiserver "$KUBE_PID" "$KUBE_PATTERN" "$KUBE_LOG" kube_ready
+  write_kubeconfig
+  log "kube-apiserver: ready on https://127.0.0.1:$KUBE_PORT (kubeconfig $KUBECONFIG_FILE)"
+}
+
+stop_kube_apiserver() {
+  stop_pid kube-apiserver "$KUBE_PID" "$KUBE_PATTERN" 15
+  rm -f "$KUBECONFIG_FILE"
+}
+
 # ---------------------------------------------------------------- commands
 env_lines() {
   echo "export TRAFFOFLEX_TEST_MONGO_URI=mongodb://127.0.0.1:$FERRET_PORT/"
   echo "export TRAFFOFLEX_TEST_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_PORT"
   echo "export TRAFFOFLEX_TEST_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+  echo "export TRAFFOFLEX_TEST_KUBECONFIG=$KUBECONFIG_FILE"
 }
 
 cmd_start() {
@@ -484,11 +638,15 @@ cmd_start() {
   install_all
   # Kafka's JVM is the slowest: launch it first, then the others, then wait for each to answer.
   start_kafka
+  start_etcd
   start_clickhouse
   start_postgres
   start_ferretdb
+  wait_etcd
+  start_kube_apiserver # needs etcd answering
   wait_clickhouse
   wait_ferretdb
+  wait_kube_apiserver
   wait_kafka
   env_lines >"$STATE/env"
   log "all services up; env in $STATE/env"
@@ -499,6 +657,8 @@ cmd_stop() {
   [[ -d "$STATE" ]] || { log "nothing to stop ($STATE does not exist)"; return 0; }
   take_lock
   stop_kafka
+  stop_kube_apiserver
+  stop_etcd
   stop_ferretdb
   stop_postgres
   stop_clickhouse
@@ -509,6 +669,8 @@ status_clickhouse() { ch_running && ch_ready; }
 status_postgres() { [[ -d "$STATE" ]] && pg_running && pg_ready; }
 status_ferretdb() { ferret_running && ferret_ping; }
 status_kafka() { kafka_running && kafka_ready; }
+status_etcd() { etcd_running && etcd_ready; }
+status_kube_apiserver() { kube_running && kube_ready; }
 
 cmd_status() {
   local rc=0 svc
@@ -517,12 +679,14 @@ cmd_status() {
     [postgres]="127.0.0.1:$PG_PORT"
     [ferretdb]="mongodb://127.0.0.1:$FERRET_PORT/"
     [kafka]="127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
+    [etcd]="http://127.0.0.1:$ETCD_PORT (peer 127.0.0.1:$ETCD_PEER_PORT)"
+    [kube_apiserver]="https://127.0.0.1:$KUBE_PORT (kubeconfig $KUBECONFIG_FILE)"
   )
-  for svc in clickhouse postgres ferretdb kafka; do
+  for svc in clickhouse postgres ferretdb kafka etcd kube_apiserver; do
     if "status_$svc" >/dev/null 2>&1; then
-      printf '%-10s running  %s\n' "$svc" "${addr[$svc]}"
+      printf '%-14s running  %s\n' "${svc//_/-}" "${addr[$svc]}"
     else
-      printf '%-10s stopped  %s\n' "$svc" "${addr[$svc]}"
+      printf '%-14s stopped  %s\n' "${svc//_/-}" "${addr[$svc]}"
       rc=1
     fi
   done

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the whole test suite, as CI runs it:
-#   1. start the real dependencies (ClickHouse, FerretDB, Kafka) with scripts/deps.sh,
+#   1. start the real dependencies (ClickHouse, FerretDB, Kafka, a Kubernetes API server) with scripts/deps.sh,
 #   2. cargo fmt --check, cargo clippy -D warnings,
 #   3. every Rust test, the integration tests against those servers included,
-#   4. stop the dependencies again (unless they were already running before, or TRAFFOFLEX_KEEP_DEPS=1).
+#   4. schemathesis against the API's OpenAPI document (scripts/api-fuzz.sh),
+#   5. stop the dependencies again (unless they were already running before, or TRAFFOFLEX_KEEP_DEPS=1).
 # Cargo's target directory defaults to ~/.cache/traffoflex/target so a second run rebuilds only our crates.
 set -euo pipefail
 
@@ -36,5 +37,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "API fuzzing against its OpenAPI document"
+cargo build --locked --bin traffoflex
+scripts/api-fuzz.sh "$CARGO_TARGET_DIR/debug/traffoflex"
 
 step "all tests passed"

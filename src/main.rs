@@ -30,7 +30,7 @@ enum Command {
     /// Every role in one process (embedded backends unless backend flags are given).
     Up(roles::up::UpArgs),
     /// The admin and automation API (and the admin UI).
-    Api,
+    Api(roles::api::ApiArgs),
     /// The public click entry points.
     Traffic(roles::traffic::TrafficArgs),
     /// The public postback entry points.
@@ -38,7 +38,7 @@ enum Command {
     /// The event ingester: Kafka to ClickHouse.
     Ingest(IngestArgs),
     /// The Kubernetes operator.
-    Operator,
+    Operator(roles::operator::OperatorArgs),
     /// Print every CustomResourceDefinition as YAML.
     Crds,
     /// Create the ClickHouse tables, the Kafka topics and the MongoDB indexes.
@@ -68,11 +68,6 @@ pub struct IngestArgs {
     /// Longest wait, in milliseconds, between a batch's first message and its insert.
     #[arg(long, env = "TRAFFOFLEX_INGEST_LINGER_MS", default_value_t = 500)]
     linger_ms: u64,
-}
-
-fn not_yet(role: &str) -> ExitCode {
-    eprintln!("traffoflex: the `{role}` role is not part of this build yet");
-    ExitCode::from(2)
 }
 
 fn run(result: anyhow::Result<()>) -> ExitCode {
@@ -105,9 +100,9 @@ fn main() -> ExitCode {
         }
         Command::Ingest(args) => run(runtime.block_on(roles::ingest::run(args))),
         Command::Up(args) => run(runtime.block_on(roles::up::run(args))),
-        Command::Api => not_yet("api"),
+        Command::Api(args) => run(runtime.block_on(roles::api::run(args))),
         Command::Traffic(args) => run(runtime.block_on(roles::traffic::run(args))),
         Command::Postback(args) => run(runtime.block_on(roles::postback::run(args))),
-        Command::Operator => not_yet("operator"),
+        Command::Operator(args) => run(runtime.block_on(roles::operator::run(args))),
     }
 }

@@ -27,13 +27,19 @@ fn crds_prints_every_kind_as_committed() {
 }
 
 #[test]
-fn roles_not_built_yet_say_so_and_fail() {
-    for role in ["api", "operator"] {
-        let out = traffoflex(&[role]);
-        assert_eq!(out.status.code(), Some(2), "{role}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("the `{role}` role is not part of this build yet")), "{err}");
-    }
+fn api_refuses_half_a_bootstrap_admin() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_traffoflex"))
+        .args(["api", "--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().expect("path")])
+        .env_remove("TRAFFOFLEX_MONGO_URI")
+        .env_remove("TRAFFOFLEX_CLICKHOUSE_URL")
+        .env("TRAFFOFLEX_ADMIN_EMAIL", "ops@example.org")
+        .env_remove("TRAFFOFLEX_ADMIN_PASSWORD")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give both TRAFFOFLEX_ADMIN_EMAIL and TRAFFOFLEX_ADMIN_PASSWORD"), "{err}");
 }
 
 #[test]

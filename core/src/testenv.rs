@@ -39,6 +39,11 @@ pub fn kafka_brokers() -> Option<String> {
     backend("TRAFFOFLEX_TEST_KAFKA_BROKERS")
 }
 
+/// The kubeconfig file of the test Kubernetes API server (kube-apiserver and etcd, no nodes).
+pub fn kubeconfig() -> Option<String> {
+    backend("TRAFFOFLEX_TEST_KUBECONFIG")
+}
+
 /// A name no other test run uses, for databases, topics and consumer groups.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())

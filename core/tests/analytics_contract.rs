@@ -7,11 +7,13 @@ mod analytics_support;
 
 use std::collections::BTreeMap;
 
-use analytics_support::{Backend, date, dec, m, ms, seed};
+use analytics_support::{Backend, date, dec, m, ms, postback, seed};
 use chrono_tz::{America::Los_Angeles, Asia::Kolkata};
 use serde_json::json;
+use traffoflex_core::analytics::reports::MAX_PAGE;
 use traffoflex_core::analytics::reports::{Day, GroupBy, Grouped, Metrics};
-use traffoflex_core::analytics::{AnalyticsError, ReportQuery};
+use traffoflex_core::analytics::{AnalyticsError, PostbackLogFilter, PostbackLogPage, ReportQuery};
+use traffoflex_core::events::Event;
 
 /// The fixture's range: 2025-11-23 ..= 2025-11-26 (the 25th has no events).
 fn range() -> ReportQuery {
@@ -262,6 +264,116 @@ async fn ingestion_errors_newest_first(a: Backend) {
     assert_eq!((none.total, none.rows.len()), (3, 0));
 }
 
+fn ids(page: &PostbackLogPage) -> Vec<&str> {
+    page.rows.iter().map(|r| r.id.as_str()).collect()
+}
+
+fn only(f: impl FnOnce(&mut PostbackLogFilter)) -> PostbackLogFilter {
+    let mut filter = PostbackLogFilter::default();
+    f(&mut filter);
+    filter
+}
+
+async fn postback_logs_newest_first_with_paging(a: Backend) {
+    seed(&a).await;
+    let all = PostbackLogFilter::default();
+    let page = a.postback_logs(&range(), &all, 3, 0).await.unwrap();
+    assert_eq!(page.total, 7, "p1 was stored twice and counts once; p0 and p8 are outside the range");
+    assert_eq!(ids(&page), vec!["p7", "p6", "p5"], "newest first; p5 and p4 share a second: greater ID first");
+    let next = a.postback_logs(&range(), &all, 3, 3).await.unwrap();
+    assert_eq!((ids(&next), next.total), (vec!["p4", "p3", "p2"], 7));
+    let last = a.postback_logs(&range(), &all, 3, 6).await.unwrap();
+    assert_eq!((ids(&last), last.total), (vec!["p1"], 7));
+    let past = a.postback_logs(&range(), &all, 3, 100).await.unwrap();
+    assert_eq!((past.rows.len(), past.total), (0, 7));
+    let none = a.postback_logs(&range(), &all, 0, 0).await.unwrap();
+    assert_eq!((none.rows.len(), none.total), (0, 7));
+
+    let p3 = &a.postback_logs(&range(), &all, 1, 4).await.unwrap().rows[0];
+    assert_eq!(p3.id, "p3");
+    assert_eq!(p3.ts.timestamp_millis(), ms("2025-11-24T04:05:00Z"));
+    assert_eq!((p3.network_id.as_str(), p3.network_key.as_str(), p3.team_id.as_str()), ("n1", "key-n1", "t1"));
+    assert_eq!((p3.outcome.as_str(), p3.http_status, p3.latency_micros), ("rejected", 403, 1500));
+    assert_eq!((p3.click_id.as_str(), p3.transaction_id.as_str(), p3.conversion_id.as_str()), ("", "", ""));
+    assert_eq!((p3.remote_ip.as_str(), p3.error.as_str()), ("203.0.113.7", "rejected by the fixture"));
+    assert_eq!(p3.request, "GET clickid=&txid=&token=[redacted]");
+}
+
+async fn postback_logs_filters(a: Backend) {
+    seed(&a).await;
+    let q = range();
+    let page = |f: PostbackLogFilter, q: ReportQuery| {
+        let a = a.clone();
+        async move { a.postback_logs(&q, &f, 100, 0).await.unwrap() }
+    };
+    let n2 = page(only(|f| f.network_id = Some("n2".into())), q.clone()).await;
+    assert_eq!((ids(&n2), n2.total), (vec!["p6", "p5", "p4"], 3));
+    let accepted = page(only(|f| f.outcome = Some("accepted".into())), q.clone()).await;
+    assert_eq!((ids(&accepted), accepted.total), (vec!["p6", "p4", "p1"], 3));
+    let k6 = page(only(|f| f.click_id = Some("k6".into())), q.clone()).await;
+    assert_eq!(ids(&k6), vec!["p5", "p4"]);
+    let t2 = page(only(|f| f.transaction_id = Some("t2".into())), q.clone()).await;
+    assert_eq!(ids(&t2), vec!["p2"]);
+    let both = PostbackLogFilter { network_id: Some("n1".into()), outcome: Some("accepted".into()), ..all() };
+    assert_eq!(ids(&page(both, q.clone()).await), vec!["p1"], "filters combine");
+    let blank = PostbackLogFilter {
+        network_id: Some(String::new()),
+        outcome: Some(String::new()),
+        click_id: Some(String::new()),
+        transaction_id: Some(String::new()),
+    };
+    assert_eq!(page(blank, q.clone()).await.total, 7, "empty filters are no filters");
+    let nobody = page(only(|f| f.click_id = Some("k1' OR '1'='1".into())), q.clone()).await;
+    assert_eq!((nobody.total, nobody.rows.len()), (0, 0));
+    // The query's team applies; its campaign does not (a postback log names no campaign).
+    let team_2 = page(all(), q.clone().with_team("t2")).await;
+    assert_eq!(ids(&team_2), vec!["p6", "p5", "p4"]);
+    let team_1_rejected = page(only(|f| f.outcome = Some("rejected".into())), q.clone().with_team("t1")).await;
+    assert_eq!(ids(&team_1_rejected), vec!["p3"]);
+    assert_eq!(page(all(), q.clone().with_campaign("camp-a")).await.total, 7);
+    // The filter reads from a query string as camelCase.
+    let parsed: PostbackLogFilter =
+        serde_json::from_value(json!({"networkId": "n2", "transactionId": "t4", "clickId": "k6"})).unwrap();
+    assert_eq!(ids(&page(parsed, q).await), vec!["p5", "p4"]);
+}
+
+fn all() -> PostbackLogFilter {
+    PostbackLogFilter::default()
+}
+
+async fn postback_logs_follow_the_time_zone(a: Backend) {
+    seed(&a).await;
+    // Kolkata (+05:30): p0 late on the 22nd UTC is on the 23rd; p7 late on the 26th UTC is on the 27th.
+    let kolkata = a.postback_logs(&range().with_tz(Kolkata), &all(), 100, 0).await.unwrap();
+    assert_eq!((ids(&kolkata), kolkata.total), (vec!["p6", "p5", "p4", "p3", "p2", "p1", "p0"], 7));
+    // Los Angeles (-08:00): p8 just after midnight UTC on the 27th is on the 26th.
+    let la = a.postback_logs(&range().with_tz(Los_Angeles), &all(), 100, 0).await.unwrap();
+    assert_eq!((ids(&la), la.total), (vec!["p8", "p7", "p6", "p5", "p4", "p3", "p2", "p1"], 8));
+    let one_day = ReportQuery::new(date("2025-11-23"), date("2025-11-23")).with_tz(Los_Angeles);
+    let la_23 = a.postback_logs(&one_day, &all(), 100, 0).await.unwrap();
+    assert_eq!(ids(&la_23), vec!["p3", "p2", "p1"], "p3 at 04:05 UTC on the 24th is the 23rd in Los Angeles");
+    let utc_27 = ReportQuery::new(date("2025-11-27"), date("2025-11-27"));
+    assert_eq!(ids(&a.postback_logs(&utc_27, &all(), 100, 0).await.unwrap()), vec!["p8"]);
+}
+
+async fn postback_logs_pages_are_capped(a: Backend) {
+    let n = MAX_PAGE as usize + 5;
+    let logs: Vec<Event> = (0..n)
+        .map(|i| {
+            let at = format!("24 {:02}:{:02}", i / 60 % 24, i % 60);
+            Event::PostbackLog(postback(&format!("cap-{i:05}"), &at, "n1", "accepted", "", &format!("x{i}")))
+        })
+        .collect();
+    a.insert_events(logs).await.unwrap();
+    let page = a.postback_logs(&range(), &all(), u32::MAX, 0).await.unwrap();
+    assert_eq!((page.rows.len(), page.total), (MAX_PAGE as usize, n as u64));
+    assert_eq!(page.rows[0].id, format!("cap-{:05}", n - 1));
+    let rest = a.postback_logs(&range(), &all(), u32::MAX, u64::from(MAX_PAGE)).await.unwrap();
+    assert_eq!(ids(&rest), vec!["cap-00004", "cap-00003", "cap-00002", "cap-00001", "cap-00000"]);
+    let far = a.postback_logs(&range(), &all(), 10, u64::MAX).await.unwrap();
+    assert_eq!((far.rows.len(), far.total), (0, n as u64), "an offset past the end is an empty page");
+}
+
 async fn empty_reports_are_zero(a: Backend) {
     let q = range();
     assert_eq!(a.overview(&q).await.unwrap(), Metrics::default());
@@ -276,6 +388,7 @@ async fn empty_reports_are_zero(a: Backend) {
     assert!(a.trafficback(&q).await.unwrap().rows.is_empty());
     assert!(a.health(&q).await.unwrap().is_empty());
     assert_eq!(a.ingestion_errors(&q, 10, 0).await.unwrap().total, 0);
+    assert_eq!(a.postback_logs(&q, &all(), 10, 0).await.unwrap(), PostbackLogPage::default());
 }
 
 async fn bad_queries_are_typed(a: Backend) {
@@ -289,6 +402,7 @@ async fn bad_queries_are_typed(a: Backend) {
             a.trafficback(q).await.err(),
             a.health(q).await.err(),
             a.ingestion_errors(q, 10, 0).await.err(),
+            a.postback_logs(q, &all(), 10, 0).await.err(),
         ];
         for e in errors {
             assert!(matches!(e, Some(AnalyticsError::Invalid { .. })), "{e:?}");
@@ -323,6 +437,16 @@ async fn reports_serialise_as_documented(a: Backend) {
     let keys: BTreeMap<String, serde_json::Value> = serde_json::from_value(h[0].clone()).unwrap();
     assert!(keys.contains_key("avgLatencyMillis"));
     assert_eq!(dec("0.05").to_string(), "0.05");
+    let logs = a.postback_logs(&range(), &only(|f| f.click_id = Some("k8".into())), 10, 0).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(logs).unwrap(),
+        json!({"total": 1, "rows": [{
+            "id": "p6", "ts": "2025-11-26T11:05:00Z", "networkId": "n2", "networkKey": "key-n2", "teamId": "t2",
+            "outcome": "accepted", "httpStatus": 200, "latencyMicros": 1500, "clickId": "k8", "transactionId": "t5",
+            "conversionId": "conv-t5", "remoteIp": "203.0.113.7", "error": "",
+            "request": "GET clickid=k8&txid=t5&token=[redacted]"
+        }]})
+    );
 }
 
 async fn migrate_is_idempotent(a: Backend) {
@@ -341,6 +465,10 @@ contract!(
     local_days_follow_the_time_zone,
     health_per_destination,
     ingestion_errors_newest_first,
+    postback_logs_newest_first_with_paging,
+    postback_logs_filters,
+    postback_logs_follow_the_time_zone,
+    postback_logs_pages_are_capped,
     empty_reports_are_zero,
     bad_queries_are_typed,
     reports_serialise_as_documented,

@@ -54,6 +54,11 @@ pub struct AffiliateNetworkSpec {
     /// What happens when the click can't be looked up at once (default `failOpen`).
     #[serde(default)]
     pub click_lookup: ClickLookupMode,
+    /// The team owning the network, which its postback logs and unattributed conversions carry. The store
+    /// owns it (the API sets the caller's team, the operator its configured team); not part of the CRD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub team_id: Option<String>,
 }
 
 /// Postback authentication.

@@ -59,6 +59,11 @@ pub struct CampaignSpec {
     /// Outbound postback URL for this campaign's conversions; overrides the traffic source's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_postback_url: Option<String>,
+    /// The team owning the campaign, which its events carry so reports can be scoped to a team. The store
+    /// owns it (the API sets the caller's team, the operator its configured team); not part of the CRD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub team_id: Option<String>,
 }
 
 /// Whether a campaign takes clicks.

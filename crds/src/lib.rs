@@ -54,6 +54,9 @@ pub use stream::{AntiRepeat, BestRoi, ExhaustedMode, Selection, Stream, StreamDe
 pub use traffic_source::{TrafficSource, TrafficSourceSpec};
 pub use validation::{FieldError, Validate, ValidationContext, ValidationErrors, from_json_str, from_json_value};
 
+/// The team an object belongs to when its document names none (single-team installs never name one).
+pub const DEFAULT_TEAM: &str = "default";
+
 /// Every CRD of the `traffoflex.io` group as one multi-document YAML stream (what `traffoflex crds` prints).
 pub fn crds_yaml() -> String {
     try_crds_yaml().unwrap_or_else(|err| format!("# traffoflex: the CRDs could not be written as YAML: {err}\n"))

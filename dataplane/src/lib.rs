@@ -2,6 +2,7 @@
 
 pub mod analytics_sink;
 pub mod clicklog;
+pub mod egress;
 pub mod health;
 pub mod ingest;
 pub mod live;

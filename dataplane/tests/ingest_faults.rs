@@ -1,5 +1,6 @@
-//! The ingester under faults: a poison message among good ones, and ClickHouse unreachable for 30 s while
-//! events keep coming. Nothing is lost, nothing is counted twice.
+//! The ingester under faults: a poison message among good ones, an event ClickHouse refuses among good ones,
+//! and ClickHouse unreachable for 30 s while events keep coming. Nothing is lost, nothing is counted twice, and
+//! the consumer lag shows in the metrics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,30 @@ async fn setup(ch_url: &str, brokers: &str) -> Setup {
     sink.migrate().await.expect("migrate");
     let producer = KafkaProducer::new(brokers, &prefix).expect("producer");
     Setup { brokers: brokers.to_owned(), prefix, sink, producer }
+}
+
+/// The summed `traffoflex_ingest_lag_messages` of `topic`'s partitions, and how many partitions show one.
+fn lag(telemetry: &Telemetry, topic: &str) -> (i64, usize) {
+    let label = format!("topic=\"{topic}\"");
+    telemetry
+        .encode_metrics()
+        .lines()
+        .filter(|l| l.starts_with("traffoflex_ingest_lag_messages{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .fold((0, 0), |(sum, n), v| (sum + v, n + 1))
+}
+
+/// Waits until the lag gauge shows `topic`'s partitions, all at zero: everything read is stored and committed.
+async fn wait_for_no_lag(telemetry: &Telemetry, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (behind, partitions) = lag(telemetry, topic);
+        if partitions > 0 && behind == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the lag never reached zero: {}", telemetry.encode_metrics());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_for_clicks(analytics: &dyn Analytics, want: u64, within: Duration) -> u64 {
@@ -98,6 +123,64 @@ async fn a_poison_message_becomes_one_ingestion_error_and_the_rest_is_ingested()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_clickhouse_refuses_becomes_one_ingestion_error_and_the_rest_is_stored() {
+    let (Some(brokers), Some(ch_url)) = (testenv::kafka_brokers(), testenv::clickhouse_url()) else { return };
+    let s = setup(&ch_url, &brokers).await;
+    // A column that takes two-letter country codes only: ClickHouse refuses a click whose country is longer.
+    s.sink
+        .client()
+        .query("ALTER TABLE clicks ADD COLUMN country_code FixedString(2) MATERIALIZED country")
+        .execute()
+        .await
+        .expect("alter");
+    let mut events: Vec<Event> = (0..500)
+        .map(|i| match click("refused", i) {
+            Event::Click(c) => Event::Click(ClickEvent { country: "DE".into(), ..c }),
+            other => other,
+        })
+        .collect();
+    let refused = ClickEvent { click_id: "refused-germany".into(), country: "GERMANY".into(), ..Default::default() };
+    events.insert(317, Event::Click(ClickEvent { ts: now_millis(), ..refused }));
+    s.producer.publish(&events).await.expect("publish");
+
+    let telemetry = Telemetry::new();
+    let batch = BatchSettings { max_rows: 1_000, linger: Duration::from_millis(500) };
+    let ingester = Ingester::new(&s.brokers, &s.prefix, &testenv::unique_name("g"), s.sink.clone(), batch, &telemetry)
+        .expect("ingester");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(ingester.run(stop.clone()));
+    let analytics: &dyn Analytics = &s.sink;
+    assert_eq!(wait_for_clicks(analytics, 500, Duration::from_secs(60)).await, 500, "every other event is stored");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut errors = analytics.ingestion_errors(&today(), 10, 0).await.expect("errors");
+    while errors.total == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        errors = analytics.ingestion_errors(&today(), 10, 0).await.expect("errors");
+    }
+    // Once the batch is committed, the lag of every partition that had messages is zero.
+    let clicks_topic = format!("{}clicks", s.prefix);
+    wait_for_no_lag(&telemetry, &clicks_topic).await;
+    stop.cancel();
+    task.await.expect("task").expect("ingester");
+
+    assert_eq!(errors.total, 1, "{errors:?}");
+    let e = &errors.rows[0];
+    assert_eq!(e.topic, clicks_topic);
+    assert!(e.error.starts_with("ClickHouse refused the event: "), "{}", e.error);
+    assert!(e.error.contains("FixedString(2)"), "ClickHouse's reason: {}", e.error);
+    assert!(e.payload.contains("refused-germany") && e.payload.contains("GERMANY"), "{}", e.payload);
+    // Every other event counted once: no replays, no doubles.
+    assert_eq!(s.sink.count_rows("clicks").await.expect("count"), 500);
+    let overview = analytics.overview(&today()).await.expect("overview");
+    assert_eq!((overview.clicks, overview.cost), (500, rust_decimal::Decimal::new(500, 2)));
+    let metrics = telemetry.encode_metrics();
+    assert!(metrics.contains("traffoflex_ingest_refused_total 1\n"), "{metrics}");
+    assert!(metrics.contains("traffoflex_ingest_ingestion_errors_total 1\n"), "{metrics}");
+    assert!(metrics.contains("traffoflex_ingest_rows_total 500\n"), "{metrics}");
+    s.sink.drop_database().await.expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_away_for_thirty_seconds_loses_and_doubles_nothing() {
     let (Some(brokers), Some(ch_url)) = (testenv::kafka_brokers(), testenv::clickhouse_url()) else { return };
     let s = setup(&ch_url, &brokers).await;
@@ -129,6 +212,8 @@ async fn clickhouse_away_for_thirty_seconds_loses_and_doubles_nothing() {
     let at_cut = s.sink.count_distinct("clicks", "click_id").await.expect("count");
     tokio::time::sleep(Duration::from_secs(30)).await;
     let during = s.sink.count_distinct("clicks", "click_id").await.expect("count");
+    let (behind, partitions) = lag(&telemetry, &format!("{}clicks", s.prefix));
+    assert!(partitions > 0 && behind >= 10_000, "the lag shows what waits in Kafka: {behind} in {partitions}");
     // At most the one insert that was in flight when the connection was cut may have landed.
     assert!(during <= at_cut + 1_000, "the outage kept events out ({at_cut} -> {during})");
     assert!(during < TOTAL as u64 - 10_000, "events kept coming during the outage ({during})");
@@ -137,6 +222,7 @@ async fn clickhouse_away_for_thirty_seconds_loses_and_doubles_nothing() {
 
     let analytics: &dyn Analytics = &s.sink;
     let clicks = wait_for_clicks(analytics, TOTAL as u64, Duration::from_secs(90)).await;
+    wait_for_no_lag(&telemetry, &format!("{}clicks", s.prefix)).await;
     stop.cancel();
     task.await.expect("task").expect("ingester");
     assert_eq!(clicks, TOTAL as u64, "nothing lost, nothing doubled in the reports");

@@ -31,6 +31,8 @@ async fn put<T: Validate + serde::de::DeserializeOwned>(
         serde_json::from_value(doc.clone()).with_context(|| format!("demo {} does not parse", coll.name()))?;
     let errors = spec.validate(ValidationContext::Store);
     anyhow::ensure!(errors.is_empty(), "demo {} is invalid: {errors:?}", coll.name());
+    let mut doc = doc;
+    doc["teamId"] = Value::from(traffoflex_crds::DEFAULT_TEAM);
     let stored = store.insert(coll, doc).await.with_context(|| format!("storing the demo {}", coll.name()))?;
     Ok(stored["id"].as_str().unwrap_or_default().to_owned())
 }
@@ -106,4 +108,18 @@ pub async fn seed(store: &dyn ConfigStore) -> anyhow::Result<Option<Seeded>> {
     .await?;
     store.bump_config_revision().await?;
     Ok(Some(Seeded { campaign_key: CAMPAIGN_KEY.to_owned(), network_key: NETWORK_KEY.to_owned() }))
+}
+
+/// The demo admin's e-mail.
+pub const ADMIN_EMAIL: &str = "admin@traffoflex.local";
+
+/// Creates an approved admin with a random password when the store has no user yet; returns its login, to
+/// be shown once.
+pub async fn seed_admin(store: &dyn ConfigStore) -> anyhow::Result<Option<(String, String)>> {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    let password: String = (0..16).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect();
+    let made = traffoflex_api::auth::bootstrap_admin(store, ADMIN_EMAIL, &password).await?;
+    Ok(made.then(|| (ADMIN_EMAIL.to_owned(), password)))
 }

@@ -12,7 +12,9 @@ use traffoflex_core::settings::BackendSettings;
 use traffoflex_core::store::ConfigStore;
 use traffoflex_core::telemetry::Telemetry;
 use traffoflex_dataplane::clicklog::{ClickLog, ClickLogSettings, Durability, KafkaSink, ShipSettings, Sink};
+use traffoflex_dataplane::egress::AddressPolicy;
 use traffoflex_dataplane::postback::config::LivePostbackConfig;
+use traffoflex_dataplane::postback::outbound::{OutboundSettings, OutboundWorker};
 use traffoflex_dataplane::postback::server::{PostbackState, router};
 use traffoflex_dataplane::traffic::visitor::TrustedProxies;
 
@@ -28,6 +30,8 @@ pub struct PostbackArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub shared: PostbackSettings,
+    #[command(flatten)]
+    pub admin: super::api::AdminBootstrap,
 }
 
 /// Postback settings (`up` takes them from its click settings, which carry the same flags).
@@ -49,16 +53,42 @@ pub struct PostbackSettings {
     /// Most bytes the local postback event log may hold while Kafka is behind.
     #[arg(long, env = "TRAFFOFLEX_POSTBACK_LOG_MAX_BYTES", default_value_t = 1 << 30)]
     pub postback_log_max_bytes: u64,
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
 }
 
-impl From<&ClickSettings> for PostbackSettings {
-    fn from(c: &ClickSettings) -> Self {
+/// Outbound postback delivery (the worker every postback process runs).
+#[derive(Debug, Clone, Args)]
+pub struct OutboundArgs {
+    /// Let outbound postbacks reach private, loopback and link-local addresses (refused by default, after
+    /// DNS resolution).
+    #[arg(long, env = "TRAFFOFLEX_OUTBOUND_ALLOW_PRIVATE")]
+    pub outbound_allow_private: bool,
+    /// How often, in milliseconds, the outbound postback queue is checked for due jobs.
+    #[arg(long, env = "TRAFFOFLEX_OUTBOUND_POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub outbound_poll_interval_ms: u64,
+}
+
+impl OutboundArgs {
+    fn settings(&self) -> OutboundSettings {
+        OutboundSettings {
+            poll_interval: Duration::from_millis(self.outbound_poll_interval_ms.max(10)),
+            policy: AddressPolicy { allow_private: self.outbound_allow_private },
+            ..OutboundSettings::default()
+        }
+    }
+}
+
+impl PostbackSettings {
+    /// The settings `up` uses: its click settings' shared flags, and its own outbound flags.
+    pub fn for_up(c: &ClickSettings, outbound: &OutboundArgs) -> Self {
         Self {
             click_id_key: c.click_id_key.clone(),
             trusted_proxies: c.trusted_proxies.clone(),
             reload_token: c.reload_token.clone(),
             reload_interval_ms: c.reload_interval_ms,
             postback_log_max_bytes: 1 << 30,
+            outbound: outbound.clone(),
         }
     }
 }
@@ -67,6 +97,18 @@ impl From<&ClickSettings> for PostbackSettings {
 pub struct Postback {
     pub router: axum::Router,
     pub log: Arc<ClickLog>,
+    /// The outbound postback worker; it stops on shutdown once its attempts in flight finish.
+    pub outbound: tokio::task::JoinHandle<()>,
+}
+
+impl Postback {
+    /// After the server stopped: waits for the outbound worker, then flushes and closes the event log.
+    pub async fn close(self) {
+        if let Err(e) = self.outbound.await {
+            tracing::error!(error = %e, "the outbound postback worker failed");
+        }
+        self.log.close().await;
+    }
 }
 
 /// Builds the postback service on `store`, shipping its event log (`<data-dir>/postbacklog`) to `sink`.
@@ -91,14 +133,16 @@ pub async fn build<S: Sink>(
     if let Err(e) = config.refresh(true).await {
         tracing::warn!(error = %e, "postback configuration not loaded yet; retrying in the background");
     }
-    config.spawn_reloader(Duration::from_millis(settings.reload_interval_ms.max(50)), shutdown);
+    config.spawn_reloader(Duration::from_millis(settings.reload_interval_ms.max(50)), shutdown.clone());
     let ready = Arc::clone(&config);
     telemetry.readiness_check("configuration", move || {
         let loaded = ready.is_loaded();
         async move { if loaded { Ok(()) } else { Err("configuration not loaded yet".to_owned()) } }
     });
+    let worker = OutboundWorker::new(Arc::clone(config.store()), settings.outbound.settings(), telemetry);
+    let outbound = worker.spawn(shutdown);
     let state = PostbackState::new(config, Arc::clone(&log), codec, trusted, settings.reload_token.clone(), telemetry);
-    Ok(Postback { router: router(Arc::new(state)), log })
+    Ok(Postback { router: router(Arc::new(state)), log, outbound })
 }
 
 pub async fn run(args: PostbackArgs) -> anyhow::Result<()> {
@@ -107,12 +151,13 @@ pub async fn run(args: PostbackArgs) -> anyhow::Result<()> {
         "the postback role ships conversions to Kafka: set --kafka-brokers (or TRAFFOFLEX_KAFKA_BROKERS); `traffoflex up` runs without",
     )?;
     let store = traffoflex_core::store::open(b).await.context("opening the configuration store")?;
+    args.admin.apply_or_warn(store.as_ref()).await;
     let telemetry = Telemetry::new();
     let shutdown = crate::shutdown::on_signal();
     let sink = KafkaSink::new(KafkaProducer::new(brokers, &b.kafka_topic_prefix)?);
     let postback = build(&args.shared, &b.data_dir, store, sink, &telemetry, shutdown.clone()).await?;
-    let app = postback.router.merge(telemetry.router());
+    let app = postback.router.clone().merge(telemetry.router());
     crate::serve::serve(args.listen, app, shutdown).await?;
-    postback.log.close().await;
+    postback.close().await;
     Ok(())
 }

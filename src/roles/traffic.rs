@@ -28,6 +28,8 @@ pub struct TrafficArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub shared: ClickSettings,
+    #[command(flatten)]
+    pub admin: super::api::AdminBootstrap,
 }
 
 /// Click settings shared by `traffic` and `up`.
@@ -156,6 +158,7 @@ pub async fn run(args: TrafficArgs) -> anyhow::Result<()> {
         .as_deref()
         .context("the traffic role ships clicks to Kafka: set --kafka-brokers (or TRAFFOFLEX_KAFKA_BROKERS); `traffoflex up` runs without")?;
     let store = traffoflex_core::store::open(b).await.context("opening the configuration store")?;
+    args.admin.apply_or_warn(store.as_ref()).await;
     let telemetry = Telemetry::new();
     let shutdown = crate::shutdown::on_signal();
     let sink = KafkaSink::new(KafkaProducer::new(brokers, &b.kafka_topic_prefix)?);

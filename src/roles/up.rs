@@ -17,7 +17,8 @@ use traffoflex_dataplane::analytics_sink::AnalyticsSink;
 use traffoflex_dataplane::clicklog::{KafkaSink, Sink};
 use traffoflex_dataplane::ingest::{BatchSettings, Ingester};
 
-use super::postback::{Postback, PostbackSettings};
+use super::api::{AdminBootstrap, ApiFlags};
+use super::postback::{OutboundArgs, Postback, PostbackSettings};
 use super::traffic::{ClickSettings, Traffic, build};
 
 /// Settings of `up`.
@@ -36,6 +37,15 @@ pub struct UpArgs {
     pub postback_listen: SocketAddr,
     #[command(flatten)]
     pub clicks: ClickSettings,
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
+    /// Where the API (and the admin UI) answers.
+    #[arg(long, env = "TRAFFOFLEX_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub api_listen: SocketAddr,
+    #[command(flatten)]
+    pub api: ApiFlags,
+    #[command(flatten)]
+    pub admin: AdminBootstrap,
 }
 
 /// GETs `path` on `addr` over plain HTTP/1.0; the status code, if anything answered.
@@ -67,11 +77,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let analytics = open_analytics(b).await.context("opening analytics")?;
     analytics.migrate().await.context("preparing analytics")?;
     let store_backend = store.backend_name();
+    traffoflex_api::auth::ensure_default_team(store.as_ref()).await.context("preparing the configuration store")?;
+    args.admin.apply(store.as_ref()).await?;
     let seeded = if args.demo { super::demo::seed(store.as_ref()).await? } else { None };
+    let demo_admin = if args.demo { super::demo::seed_admin(store.as_ref()).await? } else { None };
 
     let telemetry = Telemetry::new();
     // The postback service answers on its own listener with its own `/metrics` and `/readyz`.
     let postback_telemetry = Telemetry::new();
+    let api_telemetry = Telemetry::new();
+    let api_store = Arc::clone(&store);
     let shutdown = crate::shutdown::on_signal();
     let mut background = Vec::new();
     let (traffic, postback): (Traffic, Postback) = match (&b.kafka_brokers, &b.clickhouse_url) {
@@ -103,16 +118,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let server = tokio::spawn(async move { serve.await });
-    let pb_app = postback.router.merge(postback_telemetry.router());
+    let pb_app = postback.router.clone().merge(postback_telemetry.router());
     let pb_listener = tokio::net::TcpListener::bind(args.postback_listen)
         .await
         .with_context(|| format!("listening on {}", args.postback_listen))?;
     let pb_serve = axum::serve(pb_listener, pb_app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let pb_server = tokio::spawn(async move { pb_serve.await });
+    let api_app = super::api::build(
+        &args.api,
+        args.clicks.reload_token.clone(),
+        args.clicks.health_allow_private,
+        api_store,
+        Arc::clone(&analytics),
+        &api_telemetry,
+    );
+    let api_listener = tokio::net::TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.api_listen))?;
+    let api_serve = axum::serve(api_listener, api_app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api_server = tokio::spawn(async move { api_serve.await });
+    wait_ready(args.api_listen, Duration::from_secs(30)).await?;
     wait_ready(args.traffic_listen, Duration::from_secs(30)).await?;
     wait_ready(args.postback_listen, Duration::from_secs(30)).await?;
 
+    let api_url = format!("http://{}", args.api_listen);
     let traffic_url = format!("http://{}", args.traffic_listen);
     let postback_url = format!("http://{}", args.postback_listen);
     if let Some(s) = &seeded {
@@ -129,17 +160,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             super::demo::NETWORK_TOKEN
         );
     }
+    if let Some((email, password)) = &demo_admin {
+        println!("Demo admin (shown once): {email} / {password}");
+        println!(
+            "  curl -i -c cookies.txt {api_url}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"{email}\",\"password\":\"{password}\"}}'"
+        );
+        println!("  then e.g.: curl -b cookies.txt '{api_url}/api/v1/reports/overview'");
+    }
     // The last line, so scripts can wait for it.
     println!(
-        "TraffoFlex is up in {} ms ({store_backend} store, {} analytics): traffic {traffic_url} postback {postback_url}",
+        "TraffoFlex is up in {} ms ({store_backend} store, {} analytics): api {api_url} traffic {traffic_url} postback {postback_url}",
         started.elapsed().as_millis(),
         analytics.backend_name(),
     );
     shutdown.cancelled().await;
+    api_server.await.context("server task")?.context("serving the API")?;
     server.await.context("server task")?.context("serving traffic")?;
     pb_server.await.context("server task")?.context("serving postbacks")?;
     traffic.log.close().await;
-    postback.log.close().await;
+    postback.close().await;
     for task in background {
         task.await.context("background task")??;
     }
@@ -158,7 +197,7 @@ async fn start_roles<S: Sink>(
     let data_dir = &args.backends.data_dir;
     let traffic =
         build(&args.clicks, data_dir, Arc::clone(&store), Arc::clone(&sink), telemetry, shutdown.clone()).await?;
-    let settings = PostbackSettings::from(&args.clicks);
+    let settings = PostbackSettings::for_up(&args.clicks, &args.outbound);
     let postback =
         super::postback::build(&settings, data_dir, store, sink, postback_telemetry, shutdown.clone()).await?;
     Ok((traffic, postback))

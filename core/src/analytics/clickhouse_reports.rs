@@ -13,15 +13,15 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::aggregate::{AggregateQuery, ClickAggregate, ConversionAggregate};
-use super::reports::{DestinationHealth, IngestionError, IngestionErrorPage, MAX_PAGE, ReportQuery, utc};
-use super::rows::IngestionErrorRow;
+use super::clickhouse::ch;
+use super::reports::{
+    DestinationHealth, IngestionError, IngestionErrorPage, MAX_PAGE, PostbackLogFilter, PostbackLogPage, ReportQuery,
+    utc,
+};
+use super::rows::{IngestionErrorRow, PostbackLogRow};
 use super::window::Window;
 use super::{Analytics, AnalyticsError, ClickHouse, GroupBy, InsertCounts};
 use crate::events::Event;
-
-fn ch(e: ::clickhouse::error::Error) -> AnalyticsError {
-    AnalyticsError::ClickHouse(e.to_string())
-}
 
 /// A value for one `?`.
 enum Arg {
@@ -299,5 +299,38 @@ impl Analytics for ClickHouse {
             })
             .collect();
         Ok(IngestionErrorPage { total, rows })
+    }
+
+    async fn postback_logs(
+        &self,
+        q: &ReportQuery,
+        filter: &PostbackLogFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<PostbackLogPage, AnalyticsError> {
+        let window = Window::of(q)?;
+        let mut conditions = filter.conditions();
+        if let Some(t) = q.team_id.as_deref().filter(|t| !t.is_empty()) {
+            conditions.push(("team_id", t.to_owned()));
+        }
+        let scope = |sql: &mut Sql| {
+            sql.range(window.start(), window.end());
+            for (column, value) in &conditions {
+                sql.str(&format!(" AND {column} = ?"), value);
+            }
+        };
+        let mut count = Sql::default();
+        count.push("SELECT count() AS n FROM postback_logs FINAL WHERE 1");
+        scope(&mut count);
+        let total = count.query(self.client()).fetch_one::<Count>().await.map_err(ch)?.n;
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT id, ts, network_id, network_key, team_id, outcome, http_status, latency_micros, click_id, \
+             transaction_id, conversion_id, remote_ip, error, request FROM postback_logs FINAL WHERE 1",
+        );
+        scope(&mut sql);
+        sql.push(" ORDER BY ts DESC, id DESC").num(" LIMIT ?", limit.min(MAX_PAGE)).num(" OFFSET ?", offset);
+        let rows: Vec<PostbackLogRow> = sql.query(self.client()).fetch_all().await.map_err(ch)?;
+        Ok(PostbackLogPage { total, rows: rows.into_iter().map(PostbackLogRow::into_entry).collect() })
     }
 }

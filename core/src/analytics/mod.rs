@@ -26,8 +26,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 pub use self::clickhouse::ClickHouse;
 pub use aggregate::{AggregateQuery, ClickAggregate, ConversionAggregate};
 pub use reports::{
-    Day, DestinationHealth, GroupBy, GroupRow, Grouped, IngestionError, IngestionErrorPage, Metrics, ReportParams,
-    ReportQuery,
+    Day, DestinationHealth, GroupBy, GroupRow, Grouped, IngestionError, IngestionErrorPage, Metrics, PostbackLogEntry,
+    PostbackLogFilter, PostbackLogPage, ReportParams, ReportQuery,
 };
 pub use sqlite::SqliteAnalytics;
 
@@ -38,8 +38,13 @@ use rows::IngestionErrorRow;
 /// Why an analytics operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
+    /// ClickHouse failed or could not be reached; the same request may succeed later.
     #[error("ClickHouse: {0}")]
     ClickHouse(String),
+    /// ClickHouse refused the data itself (a value the column cannot take): sending the same rows again fails
+    /// again. See [`clickhouse::is_data_error`].
+    #[error("ClickHouse refused the data: {0}")]
+    Refused(String),
     #[error("SQLite analytics: {0}")]
     Sqlite(String),
     #[error("migration {version} ({name}) failed: {message}")]
@@ -109,6 +114,17 @@ pub trait Analytics: Send + Sync {
         limit: u32,
         offset: u64,
     ) -> Result<IngestionErrorPage, AnalyticsError>;
+
+    /// Postback logs stored within the range, newest first (then by ID, greatest first), `limit` (at most
+    /// [`reports::MAX_PAGE`]) from `offset`, with the total that match. The filter's fields and the query's
+    /// `team_id` apply when present and not empty; `campaign_id` does not (a postback log names no campaign).
+    async fn postback_logs(
+        &self,
+        q: &ReportQuery,
+        filter: &PostbackLogFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<PostbackLogPage, AnalyticsError>;
 
     /// The metrics over the whole range.
     async fn overview(&self, q: &ReportQuery) -> Result<Metrics, AnalyticsError> {

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
 use rust_decimal::{Decimal, RoundingStrategy};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AnalyticsError;
@@ -24,7 +25,7 @@ pub const MAX_DAYS: u64 = 366;
 /// How many days a report covers when the query names no `from`.
 pub const DEFAULT_DAYS: u64 = 7;
 
-/// The most ingestion errors one page returns.
+/// The most rows one page of ingestion errors or postback logs returns; a larger `limit` is cut to this.
 pub const MAX_PAGE: u32 = 1000;
 
 /// Which local days a report covers and what it is restricted to.
@@ -84,7 +85,7 @@ impl ReportQuery {
 }
 
 /// A report's query string as the API receives it (`?from&to&tz&campaignId&teamId`), before validation.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ReportParams {
     pub from: Option<String>,
@@ -125,7 +126,7 @@ impl ReportParams {
 }
 
 /// What a report is grouped by. Each grouping names one key field in the rows' `key` object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum GroupBy {
     Campaign,
@@ -167,7 +168,7 @@ impl GroupBy {
 }
 
 /// The metrics of every report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
     pub clicks: u64,
@@ -176,10 +177,18 @@ pub struct Metrics {
     pub conversions: u64,
     pub pending_conversions: u64,
     pub rejected_conversions: u64,
+    /// Revenue of the approved conversions, a decimal string (`"12.50"`).
+    #[schemars(schema_with = "schema::money")]
     pub revenue: Decimal,
+    /// Cost of the clicks, a decimal string.
+    #[schemars(schema_with = "schema::money")]
     pub cost: Decimal,
+    /// `revenue - cost`, a decimal string.
+    #[schemars(schema_with = "schema::money")]
     pub profit: Decimal,
-    /// `profit / cost` as a ratio (`1.5` is +150 %), rounded to 4 places; `None` when cost is zero.
+    /// `profit / cost` as a ratio (`"1.5"` is +150 %), a decimal string rounded to 4 places; `null` when cost is
+    /// zero.
+    #[schemars(schema_with = "schema::ratio_or_null")]
     pub roi: Option<Decimal>,
 }
 
@@ -242,7 +251,7 @@ pub fn money(micros: i128) -> Decimal {
 }
 
 /// One local day of the daily report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Day {
     pub date: NaiveDate,
@@ -252,7 +261,7 @@ pub struct Day {
 
 /// One row of a grouped report: `{"key":{"campaignId":"…"}, …metrics}`. An empty key value means unknown
 /// (a click without a country, a conversion whose click is not attributed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupRow {
     pub key: BTreeMap<String, String>,
@@ -268,7 +277,7 @@ impl GroupRow {
 }
 
 /// A grouped report: rows by clicks (most first, then by key), and the totals over all rows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Grouped {
     pub rows: Vec<GroupRow>,
@@ -283,7 +292,7 @@ impl Grouped {
 }
 
 /// Health checks of one destination within the range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationHealth {
     pub destination_id: String,
@@ -301,7 +310,7 @@ pub struct DestinationHealth {
 }
 
 /// A message the ingester could not store as an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestionError {
     pub ts: DateTime<Utc>,
@@ -314,11 +323,86 @@ pub struct IngestionError {
 }
 
 /// One page of ingestion errors, newest first, and how many there are in the range.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestionErrorPage {
     pub total: u64,
     pub rows: Vec<IngestionError>,
+}
+
+/// Which postback logs a page shows (`?networkId&outcome&clickId&transactionId`); each filter is an exact match
+/// and applies when present and not empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PostbackLogFilter {
+    pub network_id: Option<String>,
+    /// `accepted`, `duplicate`, `updated`, `rejected` or `error`.
+    pub outcome: Option<String>,
+    pub click_id: Option<String>,
+    pub transaction_id: Option<String>,
+}
+
+impl PostbackLogFilter {
+    /// The filters that apply, as (column, value): absent and empty ones left out.
+    pub(crate) fn conditions(&self) -> Vec<(&'static str, String)> {
+        [
+            ("network_id", &self.network_id),
+            ("outcome", &self.outcome),
+            ("click_id", &self.click_id),
+            ("transaction_id", &self.transaction_id),
+        ]
+        .into_iter()
+        .filter_map(|(column, v)| v.as_deref().filter(|v| !v.is_empty()).map(|v| (column, v.to_owned())))
+        .collect()
+    }
+}
+
+/// One postback as the postback service logged it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostbackLogEntry {
+    pub id: String,
+    /// When the postback arrived (whole seconds).
+    pub ts: DateTime<Utc>,
+    pub network_id: String,
+    pub network_key: String,
+    pub team_id: String,
+    /// `accepted`, `duplicate`, `updated`, `rejected` or `error`.
+    pub outcome: String,
+    /// What the postback service answered.
+    pub http_status: u16,
+    pub latency_micros: u32,
+    pub click_id: String,
+    pub transaction_id: String,
+    /// The conversion it created or changed, empty when none.
+    pub conversion_id: String,
+    pub remote_ip: String,
+    pub error: String,
+    /// The request (method, query or body excerpt) with secrets redacted.
+    pub request: String,
+}
+
+/// One page of postback logs, newest first, and how many match in the range.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostbackLogPage {
+    pub total: u64,
+    pub rows: Vec<PostbackLogEntry>,
+}
+
+/// JSON Schemas for values whose serde form differs from their Rust type.
+mod schema {
+    use schemars::{Schema, SchemaGenerator, json_schema};
+
+    /// A decimal string with 2 to 6 places (see [`super::money`]).
+    pub fn money(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{2,6}$", "examples": ["12.50"]})
+    }
+
+    /// A decimal string, or `null`.
+    pub fn ratio_or_null(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": ["string", "null"], "pattern": "^-?[0-9]+(\\.[0-9]+)?$", "examples": ["1.5", null]})
+    }
 }
 
 /// Seconds (a `DateTime` column) as a UTC time.
@@ -391,5 +475,202 @@ mod tests {
         assert_eq!(q.days().count(), 4);
         assert_eq!(GroupBy::ALL.map(GroupBy::key_name).len(), 6);
         assert_eq!(serde_json::to_value(GroupBy::TrafficSource).unwrap(), serde_json::json!("trafficSource"));
+    }
+}
+
+/// The JSON Schemas of the report types against the JSON they serialise to.
+#[cfg(test)]
+mod schema_tests {
+    use schemars::JsonSchema;
+    use schemars::generate::SchemaSettings;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+
+    /// Checks `value` against `schema` for the keywords schemars emits for these types; any other keyword fails the
+    /// test, so a schema this cannot judge is never waved through. Objects must list every property they serialise
+    /// as required, and carry no other keys: the schema describes the JSON exactly.
+    fn check(defs: &Map<String, Value>, schema: &Value, value: &Value, at: &str) {
+        let Value::Object(s) = schema else { panic!("{at}: schema is not an object: {schema}") };
+        for (keyword, arg) in s {
+            match keyword.as_str() {
+                "$schema" | "title" | "description" | "examples" | "$defs" | "format" => {}
+                "$ref" => {
+                    let name = arg.as_str().and_then(|r| r.strip_prefix("#/$defs/")).expect("local $ref");
+                    check(defs, &defs[name], value, at);
+                }
+                "type" => {
+                    let kinds: Vec<&str> = match arg {
+                        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                        other => vec![other.as_str().expect("type name")],
+                    };
+                    let kind = match value {
+                        Value::Null => "null",
+                        Value::Bool(_) => "boolean",
+                        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+                        Value::Number(_) => "number",
+                        Value::String(_) => "string",
+                        Value::Array(_) => "array",
+                        Value::Object(_) => "object",
+                    };
+                    let ok = kinds.contains(&kind) || (kind == "integer" && kinds.contains(&"number"));
+                    assert!(ok, "{at}: {value} is a {kind}, the schema says {kinds:?}");
+                }
+                "pattern" => {
+                    if let Value::String(v) = value {
+                        let re = regex::Regex::new(arg.as_str().expect("pattern")).expect("regex");
+                        assert!(re.is_match(v), "{at}: {v:?} does not match {re}");
+                    }
+                }
+                "minimum" => {
+                    if let Some(n) = value.as_f64() {
+                        assert!(n >= arg.as_f64().expect("number"), "{at}: {n} < {arg}");
+                    }
+                }
+                "maximum" => {
+                    if let Some(n) = value.as_f64() {
+                        assert!(n <= arg.as_f64().expect("number"), "{at}: {n} > {arg}");
+                    }
+                }
+                "required" => {
+                    if let Value::Object(o) = value {
+                        for name in arg.as_array().expect("names").iter().filter_map(Value::as_str) {
+                            assert!(o.contains_key(name), "{at}: `{name}` is required but missing");
+                        }
+                    }
+                }
+                "properties" => {
+                    let props = arg.as_object().expect("properties");
+                    let required: Vec<&str> = s
+                        .get("required")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    for name in props.keys() {
+                        assert!(required.contains(&name.as_str()), "{at}: `{name}` is always serialised, so required");
+                    }
+                    if let Value::Object(o) = value {
+                        for (name, v) in o {
+                            let sub = props.get(name).unwrap_or_else(|| panic!("{at}: `{name}` is not in the schema"));
+                            check(defs, sub, v, &format!("{at}.{name}"));
+                        }
+                    }
+                }
+                "additionalProperties" => {
+                    if let (Value::Object(o), false) = (value, s.contains_key("properties")) {
+                        for (name, v) in o {
+                            check(defs, arg, v, &format!("{at}.{name}"));
+                        }
+                    }
+                }
+                "items" => {
+                    if let Value::Array(a) = value {
+                        for (i, v) in a.iter().enumerate() {
+                            check(defs, arg, v, &format!("{at}[{i}]"));
+                        }
+                    }
+                }
+                other => panic!("{at}: keyword `{other}` is not checked here"),
+            }
+        }
+    }
+
+    /// The schema for reading and the one for writing (what an API response document uses).
+    fn schemas<T: JsonSchema>() -> [Value; 2] {
+        let settings = SchemaSettings::draft2020_12();
+        [settings.clone().into_generator(), settings.for_serialize().into_generator()]
+            .map(|g| g.into_root_schema_for::<T>().to_value())
+    }
+
+    fn conforms<T: JsonSchema + Serialize>(value: &T) {
+        let json = serde_json::to_value(value).unwrap();
+        for schema in schemas::<T>() {
+            let defs = schema.get("$defs").and_then(Value::as_object).cloned().unwrap_or_default();
+            check(&defs, &schema, &json, &T::schema_name());
+        }
+    }
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc)
+    }
+
+    fn metrics() -> [Metrics; 3] {
+        let profitable =
+            Totals { clicks: 3, cost_micros: 300_000, revenue_micros: 400_000, approved: 1, ..Totals::default() };
+        let loss = Totals { clicks: 1, cost_micros: 1_234_567, ..Totals::default() };
+        [Metrics::default(), profitable.metrics(), loss.metrics()]
+    }
+
+    #[test]
+    fn every_report_matches_its_schema() {
+        for m in metrics() {
+            conforms(&m);
+            conforms(&Day { date: "2025-11-24".parse().unwrap(), metrics: m.clone() });
+            let row =
+                GroupRow { key: BTreeMap::from([("campaignId".to_owned(), "camp-a".to_owned())]), metrics: m.clone() };
+            conforms(&Grouped { rows: vec![row.clone(), row], totals: m });
+        }
+        conforms(&Grouped { rows: vec![], totals: Metrics::default() });
+        conforms(&DestinationHealth {
+            destination_id: "d1".into(),
+            checks: 3,
+            failures: 1,
+            transitions: 2,
+            last_healthy: true,
+            last_http_status: 200,
+            last_error: String::new(),
+            last_checked_at: at("2025-11-24T12:00:00Z"),
+            avg_latency_millis: 200,
+        });
+        conforms(&IngestionErrorPage {
+            total: 3,
+            rows: vec![IngestionError {
+                ts: at("2025-11-24T09:00:00Z"),
+                topic: "traffoflex.clicks".into(),
+                partition: 2,
+                offset: 7,
+                error: "bad".into(),
+                payload: "not json".into(),
+            }],
+        });
+        conforms(&PostbackLogPage {
+            total: 1,
+            rows: vec![PostbackLogEntry {
+                id: "p1".into(),
+                ts: at("2025-11-23T10:05:00Z"),
+                network_id: "n1".into(),
+                network_key: "key-n1".into(),
+                team_id: "t1".into(),
+                outcome: "accepted".into(),
+                http_status: 200,
+                latency_micros: 1500,
+                click_id: "k1".into(),
+                transaction_id: "t1".into(),
+                conversion_id: "conv-t1".into(),
+                remote_ip: "203.0.113.7".into(),
+                error: String::new(),
+                request: "GET".into(),
+            }],
+        });
+    }
+
+    #[test]
+    fn money_and_roi_are_strings_in_the_schema() {
+        let [schema, _] = schemas::<Metrics>();
+        let props = &schema["properties"];
+        assert_eq!(props["revenue"]["type"], json!("string"));
+        assert_eq!(props["roi"]["type"], json!(["string", "null"]));
+        assert_eq!(props["clicks"]["type"], json!("integer"));
+        // Day flattens the metrics into its own object.
+        let [_, day] = schemas::<Day>();
+        assert_eq!(day["properties"]["date"], json!({"type": "string", "format": "date"}));
+        assert_eq!(day["properties"]["profit"]["type"], json!("string"));
+        // A value the schema does not describe is caught.
+        let bad = json!({"clicks": 1, "uniqueClicks": 1, "conversions": 0, "pendingConversions": 0,
+                         "rejectedConversions": 0, "revenue": 1.5, "cost": "0.00", "profit": "1.50", "roi": null});
+        let caught = std::panic::catch_unwind(|| check(&Map::new(), &schema, &bad, "Metrics"));
+        assert!(caught.is_err(), "a number where a decimal string belongs is refused");
     }
 }

@@ -3,6 +3,7 @@
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use super::reports::{PostbackLogEntry, utc};
 use super::to_micros;
 use crate::events::{ClickEvent, ConversionEvent, HealthEvent, PostbackLogEvent, UnixMillis};
 
@@ -170,6 +171,28 @@ impl From<PostbackLogEvent> for PostbackLogRow {
             remote_ip: p.remote_ip,
             error: p.error,
             request: p.request,
+        }
+    }
+}
+
+impl PostbackLogRow {
+    /// The row as reports show it.
+    pub fn into_entry(self) -> PostbackLogEntry {
+        PostbackLogEntry {
+            id: self.id,
+            ts: utc(self.ts),
+            network_id: self.network_id,
+            network_key: self.network_key,
+            team_id: self.team_id,
+            outcome: self.outcome,
+            http_status: self.http_status,
+            latency_micros: self.latency_micros,
+            click_id: self.click_id,
+            transaction_id: self.transaction_id,
+            conversion_id: self.conversion_id,
+            remote_ip: self.remote_ip,
+            error: self.error,
+            request: self.request,
         }
     }
 }

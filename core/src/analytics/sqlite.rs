@@ -16,7 +16,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params, params_from_iter};
 
 use super::aggregate::{AggregateQuery, ClickAggregate, ConversionAggregate};
-use super::reports::{DestinationHealth, IngestionError, IngestionErrorPage, MAX_PAGE, ReportQuery, utc};
+use super::reports::{
+    DestinationHealth, IngestionError, IngestionErrorPage, MAX_PAGE, PostbackLogFilter, PostbackLogPage, ReportQuery,
+    utc,
+};
 use super::rows::{ClickRow, ConversionRow, HealthRow, IngestionErrorRow, PostbackLogRow};
 use super::window::Window;
 use super::{Analytics, AnalyticsError, GroupBy, InsertCounts, sqlite_schema};
@@ -450,6 +453,64 @@ impl Analytics for SqliteAnalytics {
                 })
             })?;
             Ok(IngestionErrorPage { total: u64::try_from(total).unwrap_or(0), rows: rows.collect::<Result<_, _>>()? })
+        })
+        .await
+    }
+
+    async fn postback_logs(
+        &self,
+        q: &ReportQuery,
+        filter: &PostbackLogFilter,
+        limit: u32,
+        offset: u64,
+    ) -> Result<PostbackLogPage, AnalyticsError> {
+        let window = Window::of(q)?;
+        let mut args = vec![Value::Integer(window.start().into()), Value::Integer(window.end().into())];
+        let mut conditions = filter.conditions();
+        if let Some(t) = q.team_id.as_deref().filter(|t| !t.is_empty()) {
+            conditions.push(("team_id", t.to_owned()));
+        }
+        let mut scope = "ts >= ?1 AND ts < ?2".to_owned();
+        for (column, value) in conditions {
+            args.push(Value::Text(value));
+            scope.push_str(&format!(" AND {column} = ?{}", args.len()));
+        }
+        let count_sql = format!("SELECT count(*) FROM postback_logs WHERE {scope}");
+        let sql = format!(
+            "SELECT id, ts, network_id, network_key, team_id, outcome, http_status, latency_micros, click_id, \
+             transaction_id, conversion_id, remote_ip, error, request FROM postback_logs WHERE {scope} \
+             ORDER BY ts DESC, id DESC LIMIT ?{} OFFSET ?{}",
+            args.len() + 1,
+            args.len() + 2
+        );
+        let page_args: Vec<Value> = args
+            .iter()
+            .cloned()
+            .chain([Value::Integer(limit.min(MAX_PAGE).into()), Value::Integer(int(offset))])
+            .collect();
+        self.call(move |conn| {
+            let total = conn.query_row(&count_sql, params_from_iter(args), |r| count(r, 0))?;
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(page_args), |r| {
+                Ok(PostbackLogRow {
+                    id: r.get(0)?,
+                    ts: r.get(1)?,
+                    network_id: r.get(2)?,
+                    network_key: r.get(3)?,
+                    team_id: r.get(4)?,
+                    outcome: r.get(5)?,
+                    http_status: r.get(6)?,
+                    latency_micros: r.get(7)?,
+                    click_id: r.get(8)?,
+                    transaction_id: r.get(9)?,
+                    conversion_id: r.get(10)?,
+                    remote_ip: r.get(11)?,
+                    error: r.get(12)?,
+                    request: r.get(13)?,
+                }
+                .into_entry())
+            })?;
+            Ok(PostbackLogPage { total, rows: rows.collect::<Result<_, _>>()? })
         })
         .await
     }

@@ -2,7 +2,8 @@
 //! a consumer-group reader that hands out batches and commits offsets only when told, and topic creation.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -95,9 +96,30 @@ pub struct Received {
     pub payload: Vec<u8>,
 }
 
+/// How far a consumer is behind on one partition it is assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset the next message written to the partition gets.
+    pub high_watermark: i64,
+    /// The next offset this consumer will store: what it committed, or before its first commit on the partition,
+    /// its read position.
+    pub position: i64,
+}
+
+impl PartitionLag {
+    /// Messages in the partition not yet stored by this consumer.
+    pub fn messages(&self) -> u64 {
+        u64::try_from(self.high_watermark.saturating_sub(self.position)).unwrap_or(0)
+    }
+}
+
 /// A consumer-group member that reads batches and commits only what the caller says is stored.
 pub struct KafkaConsumer {
     consumer: StreamConsumer,
+    /// The offsets this member committed, per (topic, partition).
+    committed: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl KafkaConsumer {
@@ -115,7 +137,7 @@ impl KafkaConsumer {
             .map_err(|e| BusError::Config(e.to_string()))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(kafka_err)?;
-        Ok(Self { consumer })
+        Ok(Self { consumer, committed: Mutex::new(HashMap::new()) })
     }
 
     /// Waits for the first message up to `max_wait`, then takes what else arrives until the batch has `max`
@@ -134,22 +156,21 @@ impl KafkaConsumer {
             Ok(m) => m.map_err(kafka_err)?,
         };
         batch.push(owned(&first));
-        let deadline = Instant::now() + linger;
-        while batch.len() < max {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match tokio::time::timeout(left, self.consumer.recv()).await {
-                Err(_) => break,
-                Ok(Ok(m)) => batch.push(owned(&m)),
-                // Hand out what was read: dropping it would let a later commit skip it.
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "Kafka consumer error; ending the batch early");
-                    break;
+        // One deadline for the whole batch: messages already fetched are taken without a timer each.
+        let deadline = tokio::time::Instant::now() + linger;
+        let _ = tokio::time::timeout_at(deadline, async {
+            while batch.len() < max {
+                match self.consumer.recv().await {
+                    Ok(m) => batch.push(owned(&m)),
+                    // Hand out what was read: dropping it would let a later commit skip it.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Kafka consumer error; ending the batch early");
+                        break;
+                    }
                 }
             }
-        }
+        })
+        .await;
         Ok(batch)
     }
 
@@ -165,10 +186,43 @@ impl KafkaConsumer {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).map_err(kafka_err)?;
+        for ((topic, partition), offset) in &next {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(kafka_err)?;
         }
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(kafka_err)
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(kafka_err)?;
+        let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        for ((topic, partition), offset) in next {
+            committed.insert((topic.to_owned(), partition), offset);
+        }
+        Ok(())
+    }
+
+    /// The lag of every partition assigned to this member whose position is known (it has read or committed
+    /// there). Asks the partition leaders for their high watermarks, waiting up to `timeout` for each: call it
+    /// from a blocking context (`spawn_blocking`), never on the async runtime.
+    pub fn lag(&self, timeout: Duration) -> Result<Vec<PartitionLag>, BusError> {
+        let assigned = self.consumer.assignment().map_err(kafka_err)?;
+        let positions = self.consumer.position().map_err(kafka_err)?;
+        let committed = {
+            let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+            // A partition that moved to another member comes back with that member's commits: forget ours.
+            committed.retain(|(topic, partition), _| assigned.find_partition(topic, *partition).is_some());
+            committed.clone()
+        };
+        let mut lags = Vec::new();
+        for tp in assigned.elements() {
+            let (topic, partition) = (tp.topic(), tp.partition());
+            let read = positions.find_partition(topic, partition).and_then(|p| match p.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+            let Some(position) = committed.get(&(topic.to_owned(), partition)).copied().or(read) else {
+                continue;
+            };
+            let (_, high_watermark) = self.consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka_err)?;
+            lags.push(PartitionLag { topic: topic.to_owned(), partition, high_watermark, position });
+        }
+        Ok(lags)
     }
 }
 

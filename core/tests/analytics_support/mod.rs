@@ -26,6 +26,20 @@
 //! | v6 | 24 15:30   | k5    | camp-a   | approved | 0.40 | from the trafficback click |
 //! | v7 | 26 12:00   | —     | —        | approved | 0.60 | unattributed |
 //! | v8 | 23 09:00   | k0    | camp-b   | approved | 0.50 | its click is before the range |
+//!
+//! Postback logs (network n1 is team t1, n2 is team t2):
+//!
+//! | id | time (UTC) | network | outcome   | click | transaction | note |
+//! |----|------------|---------|-----------|-------|-------------|------|
+//! | p0 | 22 23:00   | n1      | accepted  | k0    | t8          | before the range; 23rd in Kolkata |
+//! | p1 | 23 10:05   | n1      | accepted  | k1    | t1          | replayed |
+//! | p2 | 23 13:05   | n1      | updated   | k2    | t2          | |
+//! | p3 | 24 04:05   | n1      | rejected  |       |             | 23rd in Los Angeles |
+//! | p4 | 24 17:05   | n2      | accepted  | k6    | t4          | |
+//! | p5 | 24 17:05   | n2      | duplicate | k6    | t4          | same second as p4 |
+//! | p6 | 26 11:05   | n2      | accepted  | k8    | t5          | |
+//! | p7 | 26 23:30   | n1      | error     |       | t9          | 27th in Kolkata |
+//! | p8 | 27 00:30   | n1      | accepted  | k9    | t10         | after the range; 26th in Los Angeles |
 
 #![allow(dead_code)]
 
@@ -37,7 +51,9 @@ use rust_decimal::Decimal;
 use traffoflex_core::analytics::reports::Metrics;
 use traffoflex_core::analytics::rows::IngestionErrorRow;
 use traffoflex_core::analytics::{Analytics, ClickHouse, SqliteAnalytics};
-use traffoflex_core::events::{ClickEvent, ConversionEvent, ConversionStatus, Event, HealthEvent, UnixMillis};
+use traffoflex_core::events::{
+    ClickEvent, ConversionEvent, ConversionStatus, Event, HealthEvent, PostbackLogEvent, UnixMillis,
+};
 use traffoflex_core::testenv;
 
 pub type Backend = Arc<dyn Analytics>;
@@ -176,6 +192,45 @@ fn check(
     })
 }
 
+/// A postback log of the fixture.
+pub fn postback(id: &str, at: &str, network: &str, outcome: &str, click: &str, tx: &str) -> PostbackLogEvent {
+    let status = match outcome {
+        "rejected" => 403,
+        "error" => 500,
+        _ => 200,
+    };
+    PostbackLogEvent {
+        id: id.into(),
+        ts: nov(at),
+        network_id: network.into(),
+        network_key: format!("key-{network}"),
+        team_id: if network == "n2" { "t2".into() } else { "t1".into() },
+        outcome: outcome.into(),
+        http_status: status,
+        latency_micros: 1500,
+        click_id: click.into(),
+        transaction_id: tx.into(),
+        conversion_id: if tx.is_empty() { String::new() } else { format!("conv-{tx}") },
+        remote_ip: "203.0.113.7".into(),
+        error: if status == 200 { String::new() } else { format!("{outcome} by the fixture") },
+        request: format!("GET clickid={click}&txid={tx}&token=[redacted]"),
+    }
+}
+
+fn postbacks() -> Vec<PostbackLogEvent> {
+    vec![
+        postback("p0", "22 23:00", "n1", "accepted", "k0", "t8"),
+        postback("p1", "23 10:05", "n1", "accepted", "k1", "t1"),
+        postback("p2", "23 13:05", "n1", "updated", "k2", "t2"),
+        postback("p3", "24 04:05", "n1", "rejected", "", ""),
+        postback("p4", "24 17:05", "n2", "accepted", "k6", "t4"),
+        postback("p5", "24 17:05", "n2", "duplicate", "k6", "t4"),
+        postback("p6", "26 11:05", "n2", "accepted", "k8", "t5"),
+        postback("p7", "26 23:30", "n1", "error", "", "t9"),
+        postback("p8", "27 00:30", "n1", "accepted", "k9", "t10"),
+    ]
+}
+
 /// The fixture's events in three batches: the first, then replays and the status change, then a late replay.
 pub fn batches() -> [Vec<Event>; 3] {
     use ConversionStatus::{Approved, Pending, Rejected};
@@ -204,7 +259,8 @@ pub fn batches() -> [Vec<Event>; 3] {
     let v6 = conversion("t6", "24 15:30", 1, Some(&k5), Approved, "0.40");
     let v7 = conversion("t7", "26 12:00", 1, None, Approved, "0.60");
     let v8 = conversion("t8", "23 09:00", 1, Some(&k0), Approved, "0.50");
-    let first = vec![
+    let logs = postbacks();
+    let mut first = vec![
         Event::Click(k0),
         Event::Click(k1.clone()),
         Event::Click(k2),
@@ -230,7 +286,9 @@ pub fn batches() -> [Vec<Event>; 3] {
         check("h6", "25 10:00", "d2", true, true, 200, 1000, ""),
         check("h5", "28 10:00", "d2", false, true, 503, 10, "after the range"),
     ];
+    first.extend(logs.iter().cloned().map(Event::PostbackLog));
     let second = vec![
+        Event::PostbackLog(logs[1].clone()),
         Event::Click(k1),
         Event::Conversion(v1),
         Event::Conversion(v2_approved),

@@ -70,6 +70,7 @@ pub struct HealthChecker {
 
 struct Due {
     id: String,
+    team_id: String,
     url: String,
     timeout: Duration,
 }
@@ -84,6 +85,7 @@ impl HealthChecker {
         let mut due = Vec::new();
         for doc in self.store.find(Collection::Destinations, &Query::new()).await? {
             let id = doc.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let team_id = doc.get("teamId").and_then(Value::as_str).unwrap_or(traffoflex_crds::DEFAULT_TEAM).to_owned();
             let Ok(spec) = serde_json::from_value::<DestinationSpec>(doc) else { continue };
             let Some(hc) = spec.health_check.as_ref().filter(|h| h.enabled && spec.is_switched_on()) else { continue };
             let interval = hc.interval_seconds.max(1);
@@ -96,7 +98,7 @@ impl HealthChecker {
                 .and_then(|s| u64::try_from(s).ok())
                 .filter(|s| *s > 0)
                 .map_or(self.settings.default_timeout, Duration::from_secs);
-            due.push(Due { url: check_url(&spec), id, timeout });
+            due.push(Due { url: check_url(&spec), id, team_id, timeout });
         }
         let checked = due.len();
         let policy = self.settings.policy;
@@ -158,7 +160,7 @@ impl HealthChecker {
             id: uuid::Uuid::now_v7().to_string(),
             ts: now.timestamp_millis(),
             destination_id: d.id.clone(),
-            team_id: String::new(),
+            team_id: d.team_id.clone(),
             healthy: state.healthy,
             changed,
             http_status: r.http_status,

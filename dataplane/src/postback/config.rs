@@ -1,7 +1,7 @@
 //! The postback service's configuration: affiliate networks by key with their templates and parsed
-//! allowlists, plus the routing snapshot used to attribute click IDs — loaded from the store, swapped
-//! atomically (`ArcSwap`), reloaded when the store's revision changes (polled, and on `POST /internal/reload`).
-//! While the store is unreachable the last snapshot keeps serving.
+//! allowlists, the routing snapshot used to attribute click IDs and the outbound postback routes — loaded
+//! from the store, swapped atomically (`ArcSwap`), reloaded when the store's revision changes (polled, and on
+//! `POST /internal/reload`). While the store is unreachable the last snapshot keeps serving.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use traffoflex_core::store::{Collection, ConfigStore, StoreError};
-use traffoflex_crds::{AffiliateNetworkSpec, PostbackTemplateSpec};
+use traffoflex_crds::{AffiliateNetworkSpec, CampaignSpec, PostbackTemplateSpec, TrafficSourceSpec};
 
 use super::auth::parse_allowlist;
+use super::outbound::OutboundRoutes;
 use crate::live::{Live, Snapshot};
 use crate::routing::RoutingSnapshot;
 use crate::traffic::config::{documents, load as load_routing};
@@ -33,6 +34,8 @@ pub struct PostbackSnapshot {
     pub revision: String,
     pub networks: HashMap<String, Arc<NetworkEntry>>,
     pub routing: RoutingSnapshot,
+    /// Where each campaign's conversions are reported (outbound postbacks).
+    pub outbound: OutboundRoutes,
 }
 
 impl PostbackSnapshot {
@@ -74,15 +77,20 @@ pub fn build(
         let key = spec.key.clone();
         by_key.insert(key, Arc::new(NetworkEntry { id, spec, template, allowlist }));
     }
-    PostbackSnapshot { revision, networks: by_key, routing }
+    PostbackSnapshot { revision, networks: by_key, routing, outbound: OutboundRoutes::default() }
 }
 
-/// Loads networks, templates and the routing snapshot. The revision is read first (see the traffic config).
+/// Loads networks, templates, the routing snapshot and the outbound postback routes. The revision is read
+/// first (see the traffic config).
 pub async fn load(store: &dyn ConfigStore) -> Result<PostbackSnapshot, StoreError> {
     let routing = load_routing(store).await?;
     let networks = documents::<AffiliateNetworkSpec>(store, Collection::AffiliateNetworks).await?;
     let templates = documents::<PostbackTemplateSpec>(store, Collection::PostbackTemplates).await?;
-    Ok(build(routing.revision, networks, templates, routing.snapshot))
+    let campaigns = documents::<CampaignSpec>(store, Collection::Campaigns).await?;
+    let sources = documents::<TrafficSourceSpec>(store, Collection::TrafficSources).await?;
+    let mut snapshot = build(routing.revision, networks, templates, routing.snapshot);
+    snapshot.outbound = OutboundRoutes::build(&campaigns, &sources);
+    Ok(snapshot)
 }
 
 impl Snapshot for PostbackSnapshot {

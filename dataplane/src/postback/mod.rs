@@ -9,14 +9,15 @@
 //! * [`normalize`] — template and alias parameter mapping, payout, currency, status (pure).
 //! * [`record`] — the exactly-once store write: unique-index insert, then duplicate or CAS status update.
 //! * [`process`] — the steps of one postback; [`server`] — the axum routes, responses, events and metrics.
+//! * [`outbound`] — outbound postbacks to traffic sources: a persisted queue, leases, retries.
 //!
-//! Not in this slice: outbound postbacks to traffic sources (persisted jobs with retries), currency
-//! conversion (revenue is the payout as reported), and re-emitting the event of a conversion whose process
-//! crashed between the store write and the event append.
+//! Not in this slice: currency conversion (revenue is the payout as reported), and re-emitting the event of
+//! a conversion whose process crashed between the store write and the event append.
 
 pub mod auth;
 pub mod config;
 pub mod normalize;
+pub mod outbound;
 pub mod process;
 pub mod record;
 pub mod request;

@@ -96,6 +96,7 @@ async fn steps(
     let network: &NetworkEntry =
         network.ok_or_else(|| fail(StatusCode::NOT_FOUND, "unknownNetwork", "no affiliate network with this key"))?;
     log.network_id.clone_from(&network.id);
+    log.team_id = network.spec.team_id.clone().unwrap_or_else(|| traffoflex_crds::DEFAULT_TEAM.to_owned());
     log.network_key.clone_from(&network.spec.key);
     let auth = &network.spec.auth;
     if let Ok(p) = &params {
@@ -177,6 +178,7 @@ fn attribute(
         stream_id: String::new(),
         destination_id: String::new(),
         traffic_source_id: String::new(),
+        team_id: network.spec.team_id.clone().unwrap_or_else(|| traffoflex_crds::DEFAULT_TEAM.to_owned()),
         attributed: false,
         click_ts: 0,
         ts: now_millis(),
@@ -196,6 +198,9 @@ fn attribute(
         Some(a) => {
             doc.attributed = true;
             doc.campaign_id = a.campaign_id.to_owned();
+            if let Some(c) = snapshot.routing.campaign_by_id(a.campaign_id) {
+                c.team_id().clone_into(&mut doc.team_id);
+            }
             doc.stream_id = a.stream_id.unwrap_or_default().to_owned();
             doc.destination_id = a.destination_id.unwrap_or_default().to_owned();
             doc.traffic_source_id = snapshot
@@ -242,7 +247,7 @@ pub fn conversion_event(c: &Stored<ConversionDoc>) -> ConversionEvent {
         stream_id: d.stream_id.clone(),
         destination_id: d.destination_id.clone(),
         traffic_source_id: d.traffic_source_id.clone(),
-        team_id: String::new(),
+        team_id: if d.team_id.is_empty() { traffoflex_crds::DEFAULT_TEAM.to_owned() } else { d.team_id.clone() },
         attributed: d.attributed,
     }
 }

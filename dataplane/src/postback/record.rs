@@ -34,6 +34,9 @@ pub struct ConversionDoc {
     pub destination_id: String,
     #[serde(default)]
     pub traffic_source_id: String,
+    /// The team the conversion counts for: its campaign's, else its network's.
+    #[serde(default)]
+    pub team_id: String,
     pub attributed: bool,
     /// When the click happened (from the click ID), 0 when unknown.
     #[serde(default)]

@@ -3,8 +3,9 @@
 //!
 //! Per postback: network (404) -> IP allowlist (403) -> signature or token (401) -> parameters through the
 //! template (400) -> attribution from the click ID (422 for `failClosed` networks) -> exactly-once record in
-//! the store (503 when it is down: nothing recorded) -> conversion event -> `200`. Every request, answered
-//! any way, leaves a redacted postback-log event.
+//! the store (503 when it is down: nothing recorded) -> conversion event -> outbound postback queued (503
+//! `outboundQueueUnavailable` when that fails, so the network retries: the retry is a duplicate that queues
+//! it) -> `200`. Every request, answered any way, leaves a redacted postback-log event.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use traffoflex_core::events::{Event, PostbackLogEvent, now_millis};
 use traffoflex_core::telemetry::Telemetry;
 
 use super::config::LivePostbackConfig;
+use super::outbound::enqueue_for;
 use super::process::{Inbound, process};
 use crate::clicklog::{ClickLog, Record};
 use crate::traffic::visitor::{TrustedProxies, client_ip};
@@ -53,6 +55,7 @@ struct OutcomeLabel {
 struct PostbackMetrics {
     requests: Family<OutcomeLabel, Counter>,
     event_drops: Counter,
+    outbound_enqueue_errors: Counter,
 }
 
 impl PostbackState {
@@ -72,6 +75,11 @@ impl PostbackState {
                 metrics.requests.clone(),
             );
             r.register("event_drops", "Postback events not stored (event log full)", metrics.event_drops.clone());
+            r.register(
+                "outbound_enqueue_errors",
+                "Conversions recorded whose outbound postback could not be queued (answered 503 so the network retries)",
+                metrics.outbound_enqueue_errors.clone(),
+            );
         });
         Self { config, log, click_ids, trusted_proxies, reload_token, metrics }
     }
@@ -175,8 +183,23 @@ async fn handle(
             }
             let c = recorded.conversion();
             log.conversion_id.clone_from(&c.id);
-            let body = json!({"status": recorded.outcome(), "conversionId": c.id, "revision": c.doc.revision});
-            (StatusCode::OK, body, recorded.outcome())
+            // A duplicate queues again: the unique (conversion, target) index makes that a no-op, and it
+            // queues what a failed enqueue before it left out.
+            match enqueue_for(s.config.store().as_ref(), &snapshot.outbound, c).await {
+                Ok(_) => {
+                    let body = json!({"status": recorded.outcome(), "conversionId": c.id, "revision": c.doc.revision});
+                    (StatusCode::OK, body, recorded.outcome())
+                }
+                Err(e) => {
+                    s.metrics.outbound_enqueue_errors.inc();
+                    tracing::error!(conversion = %c.id, error = %e, "conversion recorded but its outbound postback not queued");
+                    let message = "the conversion is recorded, but its outbound postback could not be queued; retry";
+                    log.error = format!("outboundQueueUnavailable: {e}");
+                    let body = json!({"error": {"code": "outboundQueueUnavailable", "message": message},
+                                      "conversionId": c.id, "revision": c.doc.revision});
+                    (StatusCode::SERVICE_UNAVAILABLE, body, "error")
+                }
+            }
         }
         Err(f) => {
             log.error = format!("{}: {}", f.code, f.message);

@@ -33,7 +33,7 @@ mod fixtures;
 pub mod macros;
 pub mod select;
 pub mod snapshot;
-mod text;
+pub(crate) mod text;
 
 pub use antirepeat::{AntiRepeatCache, AntiRepeatPolicy, UserKey};
 pub use availability::{AllHealthy, CapCounters, CapLimit, HealthView, NoCounters, Unavailable, UnhealthySet};

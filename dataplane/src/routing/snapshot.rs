@@ -46,6 +46,8 @@ pub struct CampaignEntry {
     pub(crate) trafficback: Option<UrlTemplate>,
     pub(crate) trafficback_max_depth: u32,
     pub(crate) traffic_source_id: Option<Box<str>>,
+    /// The owning team ([`traffoflex_crds::DEFAULT_TEAM`] when the document names none).
+    pub(crate) team_id: Box<str>,
     pub(crate) source_key: Option<Box<str>>,
     pub(crate) cpc: Option<(Decimal, Box<str>)>,
     pub(crate) streams: Box<[StreamEntry]>,
@@ -71,6 +73,10 @@ impl CampaignEntry {
     /// The traffic source's ID, if any.
     pub fn traffic_source_id(&self) -> Option<&str> {
         self.traffic_source_id.as_deref()
+    }
+    /// The team owning the campaign.
+    pub fn team_id(&self) -> &str {
+        &self.team_id
     }
     /// The traffic source's key (the `source` default), if the source exists.
     pub fn source_key(&self) -> Option<&str> {

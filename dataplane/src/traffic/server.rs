@@ -247,7 +247,7 @@ fn click_event(
         stream_id: stream_id.to_owned(),
         destination_id: destination_id.to_owned(),
         traffic_source_id: campaign.traffic_source_id().unwrap_or_default().to_owned(),
-        team_id: String::new(),
+        team_id: campaign.team_id().to_owned(),
         trafficback_depth: 0,
         source: source.to_owned(),
         source_click_id: ctx.source_click_id.to_string(),

@@ -194,6 +194,7 @@ fn campaign(id: &str, spec: &CampaignSpec, sources: &HashMap<&str, &str>, w: &mu
         trafficback,
         trafficback_max_depth: u32::try_from(depth).unwrap_or(1),
         traffic_source_id: spec.traffic_source_id.as_deref().map(Box::from),
+        team_id: spec.team_id.as_deref().unwrap_or(traffoflex_crds::DEFAULT_TEAM).into(),
         source_key,
         cpc,
         streams: Box::default(),

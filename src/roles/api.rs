@@ -1,0 +1,124 @@
+//! `traffoflex api`: the admin and automation API as its own process (and the builder `up` uses).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use traffoflex_api::{ApiSettings, ApiState};
+use traffoflex_core::analytics::{Analytics, open_analytics};
+use traffoflex_core::settings::BackendSettings;
+use traffoflex_core::store::ConfigStore;
+use traffoflex_core::telemetry::Telemetry;
+use traffoflex_dataplane::health::probe::AddressPolicy;
+
+/// Settings of the `api` role.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub backends: BackendSettings,
+    /// Where the API (and the admin UI), `/healthz`, `/readyz` and `/metrics` answer.
+    #[arg(long, env = "TRAFFOFLEX_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub api: ApiFlags,
+    /// Bearer token the data plane's `POST /internal/reload` requires (sent with reload pushes).
+    #[arg(long, env = "TRAFFOFLEX_RELOAD_TOKEN", hide_env_values = true)]
+    pub reload_token: Option<String>,
+    /// Let manual health checks reach private, loopback and link-local addresses.
+    #[arg(long, env = "TRAFFOFLEX_HEALTH_ALLOW_PRIVATE")]
+    pub health_allow_private: bool,
+    #[command(flatten)]
+    pub admin: AdminBootstrap,
+}
+
+/// API flags `up` shares.
+#[derive(Debug, Clone, Args)]
+pub struct ApiFlags {
+    /// Mark the session cookie `Secure`: set it when users reach the API over HTTPS.
+    #[arg(long, env = "TRAFFOFLEX_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// How long a login session lasts, in hours.
+    #[arg(long, env = "TRAFFOFLEX_SESSION_HOURS", default_value_t = 12)]
+    pub session_hours: u64,
+    /// Data-plane reload endpoints (`http://traffic:8081/internal/reload,…`) pushed after every change, on
+    /// top of the configuration revision every process polls.
+    #[arg(long, env = "TRAFFOFLEX_RELOAD_URLS", value_delimiter = ',')]
+    pub reload_urls: Vec<String>,
+}
+
+/// The first admin, made when the store has no user yet.
+#[derive(Debug, Clone, Args)]
+pub struct AdminBootstrap {
+    /// E-mail of the admin created when the store has no user.
+    #[arg(long, env = "TRAFFOFLEX_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Password of that admin (10 to 256 characters).
+    #[arg(long, env = "TRAFFOFLEX_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+}
+
+impl AdminBootstrap {
+    /// [`AdminBootstrap::apply`] for the data-plane roles, which must start even when the store is down: a
+    /// failure is logged, and the API (or the next start) makes the admin.
+    pub async fn apply_or_warn(&self, store: &dyn ConfigStore) {
+        if let Err(e) = self.apply(store).await {
+            tracing::warn!(error = %format!("{e:#}"), "bootstrap admin not created");
+        }
+    }
+
+    /// Creates the admin when both are given and the store has no user. Returns whether it did.
+    pub async fn apply(&self, store: &dyn ConfigStore) -> anyhow::Result<bool> {
+        match (&self.admin_email, &self.admin_password) {
+            (Some(email), Some(password)) => {
+                let made = traffoflex_api::auth::bootstrap_admin(store, email, password)
+                    .await
+                    .context("creating the bootstrap admin")?;
+                if made {
+                    tracing::info!(email = %email, "bootstrap admin created");
+                }
+                Ok(made)
+            }
+            (None, None) => Ok(false),
+            _ => anyhow::bail!("give both TRAFFOFLEX_ADMIN_EMAIL and TRAFFOFLEX_ADMIN_PASSWORD, or neither"),
+        }
+    }
+}
+
+/// Builds the API's router (with `/healthz`, `/readyz`, `/metrics` from `telemetry`).
+pub fn build(
+    flags: &ApiFlags,
+    reload_token: Option<String>,
+    health_allow_private: bool,
+    store: Arc<dyn ConfigStore>,
+    analytics: Arc<dyn Analytics>,
+    telemetry: &Telemetry,
+) -> axum::Router {
+    let settings = ApiSettings {
+        session_ttl: Duration::from_secs(flags.session_hours.clamp(1, 24 * 30) * 3600),
+        secure_cookies: flags.secure_cookies,
+        reload_urls: flags.reload_urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect(),
+        reload_token,
+        health_policy: AddressPolicy { allow_private: health_allow_private },
+        ..ApiSettings::default()
+    };
+    let ready_store = Arc::clone(&store);
+    telemetry.readiness_check("store", move || {
+        let store = Arc::clone(&ready_store);
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    });
+    let state = Arc::new(ApiState::new(store, analytics, settings));
+    traffoflex_api::router(state).merge(telemetry.router())
+}
+
+pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
+    let b = &args.backends;
+    let store = traffoflex_core::store::open(b).await.context("opening the configuration store")?;
+    traffoflex_api::auth::ensure_default_team(store.as_ref()).await.context("preparing the configuration store")?;
+    args.admin.apply(store.as_ref()).await?;
+    let analytics = open_analytics(b).await.context("opening analytics")?;
+    let telemetry = Telemetry::new();
+    let app = build(&args.api, args.reload_token.clone(), args.health_allow_private, store, analytics, &telemetry);
+    crate::serve::serve(args.listen, app, crate::shutdown::on_signal()).await
+}
