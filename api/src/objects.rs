@@ -304,6 +304,18 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A list's `?limit`: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+pub(crate) fn list_limit(params: &HashMap<String, String>) -> ApiResult<u64> {
+    match params.get("limit").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(DEFAULT_LIMIT),
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::invalid_field("limit", format!("a whole number from 1 to {MAX_LIMIT}"))),
+    }
+}
+
 fn team_of(doc: &Value) -> &str {
     doc.get("teamId").and_then(Value::as_str).unwrap_or(DEFAULT_TEAM)
 }
@@ -345,14 +357,7 @@ async fn list<K: ObjectKind>(
     principal: Principal,
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> ApiResult<Json<Page<Value>>> {
-    let limit = match params.get("limit").map(|s| s.trim()) {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(s) => s
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::invalid_field("limit", format!("a whole number from 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = list_limit(&params)?;
     let mut filter = Filter::all().eq("teamId", principal.team());
     for f in K::FILTERS {
         let Some(raw) = params.get(f.name) else { continue };

@@ -22,7 +22,7 @@ use traffoflex_dataplane::postback::outbound::queue::OutboundJob;
 use crate::ApiState;
 use crate::auth::{DEFAULT_TEAM, Principal, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::objects::{AuditEntry, DEFAULT_LIMIT, MAX_LIMIT, Page};
+use crate::objects::{AuditEntry, Page, list_limit};
 use crate::reports::{paging, report_query};
 
 pub(crate) fn routes() -> Router<Arc<ApiState>> {
@@ -224,17 +224,6 @@ async fn newest_first<T: serde::de::DeserializeOwned>(
         .collect::<Result<Vec<T>, _>>()
         .map_err(|e| ApiError::internal(format!("a stored {coll} document does not fit its type: {e}")))?;
     Ok(Json(Page { items, next_cursor }))
-}
-
-fn list_limit(params: &HashMap<String, String>) -> ApiResult<u64> {
-    match params.get("limit").map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        None => Ok(DEFAULT_LIMIT),
-        Some(s) => s
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::invalid_field("limit", format!("a whole number from 1 to {MAX_LIMIT}"))),
-    }
 }
 
 /// The configuration revision every data-plane process now loads.

@@ -56,13 +56,15 @@ pub trait Mirrored:
     }
 }
 
-/// The store document of a mirrored object: the resolved spec, `kind`, `managedBy: "kubernetes"`, and where
-/// it comes from (`kubernetes: {namespace, name, uid}`). The store adds `id`, `version` and the timestamps.
+/// The store document of a mirrored object: the resolved spec, `kind`, `managedBy: "kubernetes"`, the team it
+/// belongs to (the default team: the API's users of that team see it, read-only), and where it comes from
+/// (`kubernetes: {namespace, name, uid}`). The store adds `id`, `version` and the timestamps.
 pub fn store_document<K: Mirrored>(obj: &K, resolved_spec: &K::Spec) -> Result<Value, serde_json::Error> {
     let mut doc = serde_json::to_value(resolved_spec)?;
     if let Value::Object(map) = &mut doc {
         map.insert("kind".into(), Value::String(K::REF_KIND.kind().into()));
         map.insert("managedBy".into(), Value::String(MANAGED_BY.into()));
+        map.insert("teamId".into(), Value::String(traffoflex_crds::DEFAULT_TEAM.into()));
         let meta = obj.meta();
         map.insert("kubernetes".into(), json!({"namespace": meta.namespace, "name": meta.name, "uid": meta.uid}));
     }
@@ -284,7 +286,7 @@ mod tests {
         assert_eq!(doc["managedBy"], json!("kubernetes"));
         assert_eq!(doc["kind"], json!("Stream"));
         assert_eq!(doc["kubernetes"], json!({"namespace": "shop", "name": "de-mobile", "uid": "u-1"}));
-        assert!(doc.get("teamId").is_none(), "{doc}");
+        assert_eq!(doc["teamId"], json!("default"), "seen by the API's default team");
         // Without its IDs the spec is not a store document.
         assert!(s.spec.check(ValidationContext::Store).is_err());
     }

@@ -52,7 +52,7 @@ async fn examples_are_mirrored_updated_and_deleted() {
     assert_eq!(campaign["trafficSourceId"], json!(id(RefKind::TrafficSource, "src1")));
     assert_eq!(campaign["costModel"], json!({"type": "cpc", "value": "0.05", "currency": "USD"}));
     assert_eq!(campaign["kubernetes"]["namespace"], json!(ns));
-    assert!(campaign.get("teamId").is_none(), "{campaign}");
+    assert_eq!(campaign["teamId"], json!("default"), "the API's default team sees it");
     let stream = env.wait_doc(RefKind::Stream, "de-mobile").await;
     assert_eq!(stream["campaignId"], json!(id(RefKind::Campaign, "summer-sale")));
     let destinations: Vec<(Value, Value)> = stream["destinations"]
