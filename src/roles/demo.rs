@@ -1,6 +1,6 @@
-//! Demo data for `traffoflex up --demo`: a campaign with conditional, weighted streams and trafficback, three
-//! destinations, a traffic source, and an affiliate network with its postback template. Every object passes
-//! the same validation as objects from the API.
+//! Demo data for `traffoflex up --demo`: two campaigns with conditional streams (weighted, waterfall and round
+//! robin) and trafficback, three destinations, a traffic source, an affiliate network with its postback
+//! template, and an approved admin. Every object passes the same validation as objects from the API.
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -88,6 +88,31 @@ pub async fn seed(store: &dyn ConfigStore) -> anyhow::Result<Option<Seeded>> {
             "campaignId": campaign, "name": "Desktop everywhere else", "priority": 20, "enabled": true,
             "conditions": {"all": [{"field": "deviceType", "op": "eq", "value": "desktop"}]},
             "selection": "waterfall", "destinations": [{"destinationId": c}]
+        }),
+    )
+    .await?;
+    // A second campaign: mobile traffic shared in turn between two offers, evenings only for the first.
+    let mobile = put::<CampaignSpec>(
+        store,
+        Collection::Campaigns,
+        json!({
+            "key": "demo-mobile", "name": "Demo mobile apps", "status": "active", "trafficSourceId": source,
+            "trafficbackUrl": "https://fallback.example/trafficback?campaign={campaignKey}",
+            "costModel": {"type": "cpc", "value": "0.02", "currency": "USD"}
+        }),
+    )
+    .await?;
+    put::<StreamSpec>(
+        store,
+        Collection::Streams,
+        json!({
+            "campaignId": mobile, "name": "Phones and tablets", "priority": 10, "enabled": true,
+            "conditions": {"any": [
+                {"field": "deviceType", "op": "eq", "value": "mobile"},
+                {"field": "deviceType", "op": "eq", "value": "tablet"}
+            ]},
+            "selection": "roundRobin",
+            "destinations": [{"destinationId": a}, {"destinationId": b}]
         }),
     )
     .await?;
