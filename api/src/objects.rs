@@ -144,7 +144,13 @@ pub trait ObjectKind: Send + Sync + 'static {
     const REFERRED_BY: &'static [Collection];
     /// The objects `spec` refers to.
     fn references(spec: &Self::Spec) -> Vec<Reference>;
+
+    /// Hides what a viewer may not read in a rendered object (nothing, unless the kind holds secrets).
+    fn redact(_object: &mut Value) {}
 }
+
+/// What a redacted secret reads as.
+pub const REDACTED: &str = "********";
 
 pub struct Campaigns;
 pub struct Streams;
@@ -216,6 +222,17 @@ impl ObjectKind for AffiliateNetworks {
     const REFERRED_BY: &'static [Collection] = &[];
     fn references(spec: &AffiliateNetworkSpec) -> Vec<Reference> {
         one("postbackTemplateId", Collection::PostbackTemplates, spec.postback_template_id.as_deref())
+    }
+
+    /// The network's token and HMAC secret authenticate its postbacks: viewers see that one is set, not it.
+    fn redact(object: &mut Value) {
+        if let Some(auth) = object.get_mut("auth").and_then(Value::as_object_mut) {
+            for field in ["token", "secret"] {
+                if let Some(v) = auth.get_mut(field).filter(|v| v.is_string()) {
+                    *v = Value::from(REDACTED);
+                }
+            }
+        }
     }
 }
 
@@ -344,6 +361,15 @@ fn render<K: ObjectKind>(doc: Value) -> Value {
     Value::Object(out)
 }
 
+/// A stored document as `principal` may see it: rendered, and redacted for viewers.
+fn shown<K: ObjectKind>(principal: &Principal, doc: Value) -> Value {
+    let mut object = render::<K>(doc);
+    if principal.user.role < Role::Manager {
+        K::redact(&mut object);
+    }
+    object
+}
+
 /// The document of `id` if it exists in the caller's team.
 async fn load<K: ObjectKind>(state: &ApiState, principal: &Principal, id: &str) -> ApiResult<Value> {
     match state.store.get(K::COLLECTION, id).await? {
@@ -383,7 +409,8 @@ async fn list<K: ObjectKind>(
     } else {
         None
     };
-    Ok(Json(Page { items: docs.into_iter().map(render::<K>).collect(), next_cursor }))
+    let items = docs.into_iter().map(|d| shown::<K>(&principal, d)).collect();
+    Ok(Json(Page { items, next_cursor }))
 }
 
 async fn read<K: ObjectKind>(
@@ -391,7 +418,7 @@ async fn read<K: ObjectKind>(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(render::<K>(load::<K>(&state, &principal, &id).await?)))
+    Ok(Json(shown::<K>(&principal, load::<K>(&state, &principal, &id).await?)))
 }
 
 /// Parses and checks a write's body; returns the document to store and the version the caller gave.

@@ -180,6 +180,22 @@ async fn roles_limit_what_users_do(api: Api) {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = viewer.get(&format!("/users/{viewer_id}")).await;
     assert_eq!(status, StatusCode::OK, "users read themselves");
+
+    // Viewers see that a network has a token, not the token.
+    let template = manager.create("/postback-templates", json!({"name": "t", "params": {"clickId": "c"}})).await;
+    let network = manager
+        .create(
+            "/affiliate-networks",
+            json!({"key": "n1", "name": "N", "postbackTemplateId": template,
+            "auth": {"mode": "token", "token": "network-secret"}}),
+        )
+        .await;
+    let (_, seen) = viewer.get(&format!("/affiliate-networks/{network}")).await;
+    assert_eq!(seen["auth"]["token"], "********");
+    let (_, listed) = viewer.get("/affiliate-networks").await;
+    assert!(!listed.to_string().contains("network-secret"), "{listed}");
+    let (_, managed) = manager.get(&format!("/affiliate-networks/{network}")).await;
+    assert_eq!(managed["auth"]["token"], "network-secret", "managers configure networks");
 }
 
 async fn teams_do_not_see_each_other(api: Api) {
