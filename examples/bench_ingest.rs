@@ -52,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("produced {n} events in {produced:.2?} ({:.0}/s)", n as f64 / produced.as_secs_f64());
 
     let telemetry = Telemetry::new();
+    let cpu_before = cpu_seconds();
     let ingester =
         Ingester::new(&brokers, &prefix, &format!("{name}-g"), sink.clone(), BatchSettings::default(), &telemetry)?;
     let stop = CancellationToken::new();
@@ -68,12 +69,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ingested = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
     stop.cancel();
     task.await??;
     println!(
         "ingested {n} events into ClickHouse in {ingested:.2?} ({:.0}/s, consumer group join included)",
         n as f64 / ingested.as_secs_f64()
     );
+    // The ingester's own CPU (this process; Kafka and ClickHouse not included): the cost per event, which
+    // other load on the machine does not change as much as the rate.
+    println!("ingester CPU {cpu:.2} s ({:.2} µs per event)", cpu * 1e6 / n as f64);
     sink.drop_database().await?;
     Ok(())
+}
+
+/// User plus system CPU time of this process so far, in seconds (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and stime are the
+    // 12th and 13th, in clock ticks of 1/100 s.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -1,6 +1,7 @@
 //! The wire format: one JSON object per message, `{"v":1,"type":"click","data":{…}}`.
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use super::Event;
@@ -56,6 +57,63 @@ pub fn encode(event: &Event) -> Vec<u8> {
 
 /// Reads one message; every failure says what was wrong so it can be shown as an ingestion error.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    // Messages as `encode` writes them (`v` and `type` before `data`) are read in one pass; anything else,
+    // failures included, goes through the envelope first, which says precisely what is wrong.
+    match serde_json::from_slice::<OnePass>(bytes) {
+        Ok(OnePass(event)) => Ok(event),
+        Err(_) => decode_in_two_passes(bytes),
+    }
+}
+
+/// An event read in one pass: `data` straight into its type, once `v` and `type` were read before it.
+struct OnePass(Event);
+
+impl<'de> Deserialize<'de> for OnePass {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(OnePassVisitor)
+    }
+}
+
+struct OnePassVisitor;
+
+impl<'de> Visitor<'de> for OnePassVisitor {
+    type Value = OnePass;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an event envelope with `v` and `type` before `data`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OnePass, A::Error> {
+        let (mut v, mut kind, mut event) = (None, None, None);
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "v" if v.is_none() => v = Some(map.next_value::<u16>()?),
+                "type" if kind.is_none() => kind = Some(map.next_value::<&'de str>()?),
+                "data" if event.is_none() => {
+                    let kind = match (v, kind) {
+                        (Some(v), Some(kind)) if v <= WIRE_VERSION => kind,
+                        _ => return Err(de::Error::custom("`data` before a known `v` and `type`")),
+                    };
+                    event = Some(match kind {
+                        "click" => Event::Click(map.next_value()?),
+                        "trafficback" => Event::Trafficback(map.next_value()?),
+                        "conversion" => Event::Conversion(map.next_value()?),
+                        "postbackLog" => Event::PostbackLog(map.next_value()?),
+                        "destinationHealth" => Event::DestinationHealth(map.next_value()?),
+                        _ => return Err(de::Error::custom("unknown event type")),
+                    });
+                }
+                "v" | "type" | "data" => return Err(de::Error::custom("duplicate field")),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        event.map(OnePass).ok_or_else(|| de::Error::custom("no `data`"))
+    }
+}
+
+fn decode_in_two_passes(bytes: &[u8]) -> Result<Event, DecodeError> {
     let env: In<'_> = serde_json::from_slice(bytes).map_err(DecodeError::Envelope)?;
     if env.v > WIRE_VERSION {
         return Err(DecodeError::Version(env.v));
@@ -101,6 +159,27 @@ mod tests {
             Event::PostbackLog(PostbackLogEvent { id: "p1".into(), outcome: "accepted".into(), ..Default::default() }),
             Event::DestinationHealth(HealthEvent { id: "h1".into(), healthy: true, ..Default::default() }),
         ]
+    }
+
+    #[test]
+    fn one_pass_and_two_passes_agree() {
+        for e in samples() {
+            let bytes = encode(&e);
+            assert_eq!(decode_in_two_passes(&bytes).unwrap(), e);
+            assert!(serde_json::from_slice::<OnePass>(&bytes).is_ok(), "encode's order is read in one pass");
+        }
+        // Other key orders, escaped keys and unknown envelope fields still decode, through the envelope.
+        let data_first = br#"{"data":{"clickId":"x"},"type":"click","v":1}"#;
+        assert!(serde_json::from_slice::<OnePass>(data_first).is_err());
+        let escaped = br#"{"v":1,"extra":[1,{"a":2}],"\u0074ype":"click","data":{"clickId":"x"}}"#;
+        for bytes in [data_first.as_slice(), escaped.as_slice()] {
+            match decode(bytes).unwrap() {
+                Event::Click(c) => assert_eq!(c.click_id, "x"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let twice = br#"{"v":1,"type":"click","type":"conversion","data":{"clickId":"x"}}"#;
+        assert!(decode(twice).unwrap_err().to_string().contains("duplicate field"));
     }
 
     #[test]
