@@ -24,6 +24,7 @@ use axum::http::request::Parts;
 use traffoflex_core::analytics::Analytics;
 use traffoflex_core::store::ConfigStore;
 use traffoflex_dataplane::health::probe::AddressPolicy;
+use traffoflex_dataplane::traffic::visitor::{TrustedProxies, client_ip};
 
 use crate::auth::limiter::Limiter;
 use crate::error::ApiError;
@@ -47,6 +48,9 @@ pub struct ApiSettings {
     pub reload_token: Option<String>,
     /// Whether manual health checks may reach private addresses.
     pub health_policy: AddressPolicy,
+    /// Proxies whose `X-Forwarded-For` names the client (for the per-address login limit); without them,
+    /// every client behind an ingress would share one budget.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ApiSettings {
@@ -60,6 +64,7 @@ impl Default for ApiSettings {
             reload_urls: Vec::new(),
             reload_token: None,
             health_policy: AddressPolicy::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -107,17 +112,19 @@ impl ApiState {
     }
 }
 
-/// The caller's address (the TCP peer; `0.0.0.0` when the server was not given connect info).
+/// The caller's address: the TCP peer, or behind trusted proxies the address `X-Forwarded-For` names
+/// (`0.0.0.0` when the server was not given connect info).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<Arc<ApiState>> for ClientIp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip =
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
+        let peer =
             parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        Ok(ClientIp(ip))
+        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        Ok(ClientIp(client_ip(peer, forwarded, &state.settings.trusted_proxies)))
     }
 }
 

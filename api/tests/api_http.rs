@@ -600,6 +600,29 @@ async fn too_many_attempts_from_one_address_are_refused() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_login_budget() {
+    let settings = traffoflex_api::ApiSettings {
+        attempts_per_minute: 2,
+        trusted_proxies: traffoflex_dataplane::traffic::visitor::TrustedProxies::parse("127.0.0.1").unwrap(),
+        ..Default::default()
+    };
+    let api = Api::sqlite_with(settings).await;
+    let attempt = |client: &'static str| {
+        let req = api
+            .http
+            .post(format!("{}/auth/login", api.base))
+            .header("x-forwarded-for", client)
+            .json(&json!({"email": "nobody@example.org", "password": "wrong-password"}));
+        async move { req.send().await.unwrap().status() }
+    };
+    for client in ["203.0.113.1", "203.0.113.1", "203.0.113.2", "203.0.113.2"] {
+        assert_eq!(attempt(client).await, StatusCode::UNAUTHORIZED, "{client}");
+    }
+    assert_eq!(attempt("203.0.113.1").await, StatusCode::TOO_MANY_REQUESTS, "the first client is over its budget");
+    assert_eq!(attempt("203.0.113.3").await, StatusCode::UNAUTHORIZED, "another client is not");
+}
+
+#[tokio::test]
 async fn every_documented_operation_is_served() {
     let api = Api::sqlite().await;
     let admin = api.admin().await;

@@ -12,6 +12,7 @@ use traffoflex_core::settings::BackendSettings;
 use traffoflex_core::store::ConfigStore;
 use traffoflex_core::telemetry::Telemetry;
 use traffoflex_dataplane::health::probe::AddressPolicy;
+use traffoflex_dataplane::traffic::visitor::TrustedProxies;
 
 /// Settings of the `api` role.
 #[derive(Debug, Args)]
@@ -29,6 +30,9 @@ pub struct ApiArgs {
     /// Let manual health checks reach private, loopback and link-local addresses.
     #[arg(long, env = "TRAFFOFLEX_HEALTH_ALLOW_PRIVATE")]
     pub health_allow_private: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (for login limits): comma-separated CIDRs or addresses.
+    #[arg(long, env = "TRAFFOFLEX_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
     #[command(flatten)]
     pub admin: AdminBootstrap,
 }
@@ -89,18 +93,20 @@ impl AdminBootstrap {
 /// Builds the API's router (with `/healthz`, `/readyz`, `/metrics` from `telemetry`).
 pub fn build(
     flags: &ApiFlags,
-    reload_token: Option<String>,
-    health_allow_private: bool,
+    data_plane: &DataPlaneFlags,
     store: Arc<dyn ConfigStore>,
     analytics: Arc<dyn Analytics>,
     telemetry: &Telemetry,
-) -> axum::Router {
+) -> anyhow::Result<axum::Router> {
+    let trusted_proxies =
+        TrustedProxies::parse(&data_plane.trusted_proxies).map_err(anyhow::Error::msg).context("--trusted-proxies")?;
     let settings = ApiSettings {
         session_ttl: Duration::from_secs(flags.session_hours.clamp(1, 24 * 30) * 3600),
         secure_cookies: flags.secure_cookies,
         reload_urls: flags.reload_urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect(),
-        reload_token,
-        health_policy: AddressPolicy { allow_private: health_allow_private },
+        reload_token: data_plane.reload_token.clone(),
+        health_policy: AddressPolicy { allow_private: data_plane.health_allow_private },
+        trusted_proxies,
         ..ApiSettings::default()
     };
     let ready_store = Arc::clone(&store);
@@ -109,7 +115,15 @@ pub fn build(
         async move { store.ping().await.map_err(|e| e.to_string()) }
     });
     let state = Arc::new(ApiState::new(store, analytics, settings));
-    traffoflex_api::router(state).merge(telemetry.router())
+    Ok(traffoflex_api::router(state).merge(telemetry.router()))
+}
+
+/// The settings the API shares with the data-plane roles (`up` takes them from its click settings).
+#[derive(Debug, Clone, Default)]
+pub struct DataPlaneFlags {
+    pub reload_token: Option<String>,
+    pub health_allow_private: bool,
+    pub trusted_proxies: String,
 }
 
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
@@ -119,6 +133,11 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     args.admin.apply(store.as_ref()).await?;
     let analytics = open_analytics(b).await.context("opening analytics")?;
     let telemetry = Telemetry::new();
-    let app = build(&args.api, args.reload_token.clone(), args.health_allow_private, store, analytics, &telemetry);
+    let shared = DataPlaneFlags {
+        reload_token: args.reload_token.clone(),
+        health_allow_private: args.health_allow_private,
+        trusted_proxies: args.trusted_proxies.clone(),
+    };
+    let app = build(&args.api, &shared, store, analytics, &telemetry)?;
     crate::serve::serve(args.listen, app, crate::shutdown::on_signal()).await
 }

@@ -125,14 +125,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let pb_serve = axum::serve(pb_listener, pb_app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let pb_server = tokio::spawn(async move { pb_serve.await });
-    let api_app = super::api::build(
-        &args.api,
-        args.clicks.reload_token.clone(),
-        args.clicks.health_allow_private,
-        api_store,
-        Arc::clone(&analytics),
-        &api_telemetry,
-    );
+    let shared = super::api::DataPlaneFlags {
+        reload_token: args.clicks.reload_token.clone(),
+        health_allow_private: args.clicks.health_allow_private,
+        trusted_proxies: args.clicks.trusted_proxies.clone(),
+    };
+    let api_app = super::api::build(&args.api, &shared, api_store, Arc::clone(&analytics), &api_telemetry)?;
     let api_listener = tokio::net::TcpListener::bind(args.api_listen)
         .await
         .with_context(|| format!("listening on {}", args.api_listen))?;
