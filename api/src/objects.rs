@@ -321,6 +321,29 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// Up to `limit` documents of `query` (in its order, which must be by `id`) after `cursor`, and the cursor of
+/// the next page when there is one.
+pub(crate) async fn keyset_page(
+    state: &ApiState,
+    coll: Collection,
+    query: Query,
+    limit: u64,
+    cursor: Option<&String>,
+) -> ApiResult<(Vec<Value>, Option<String>)> {
+    let mut query = query.limit(limit + 1);
+    if let Some(cursor) = cursor.filter(|c| !c.is_empty()) {
+        query = query.after(cursor.as_str());
+    }
+    let mut docs = state.store.find(coll, &query).await?;
+    let next_cursor = if docs.len() as u64 > limit {
+        docs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        docs.last().and_then(|d| d.get("id")).and_then(Value::as_str).map(str::to_owned)
+    } else {
+        None
+    };
+    Ok((docs, next_cursor))
+}
+
 /// A list's `?limit`: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
 pub(crate) fn list_limit(params: &HashMap<String, String>) -> ApiResult<u64> {
     match params.get("limit").map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -398,17 +421,8 @@ async fn list<K: ObjectKind>(
         };
         filter = filter.eq(f.name, value);
     }
-    let mut query = Query::filtered(filter).limit(limit + 1);
-    if let Some(cursor) = params.get("cursor").filter(|c| !c.is_empty()) {
-        query = query.after(cursor.as_str());
-    }
-    let mut docs = state.store.find(K::COLLECTION, &query).await?;
-    let next_cursor = if docs.len() as u64 > limit {
-        docs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        docs.last().and_then(|d| d.get("id")).and_then(Value::as_str).map(str::to_owned)
-    } else {
-        None
-    };
+    let (docs, next_cursor) =
+        keyset_page(&state, K::COLLECTION, Query::filtered(filter), limit, params.get("cursor")).await?;
     let items = docs.into_iter().map(|d| shown::<K>(&principal, d)).collect();
     Ok(Json(Page { items, next_cursor }))
 }

@@ -22,7 +22,7 @@ use traffoflex_dataplane::postback::outbound::queue::OutboundJob;
 use crate::ApiState;
 use crate::auth::{DEFAULT_TEAM, Principal, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::objects::{AuditEntry, Page, list_limit};
+use crate::objects::{AuditEntry, Page, keyset_page, list_limit};
 use crate::reports::{paging, report_query};
 
 pub(crate) fn routes() -> Router<Arc<ApiState>> {
@@ -207,17 +207,7 @@ async fn newest_first<T: serde::de::DeserializeOwned>(
     limit: u64,
     cursor: Option<&String>,
 ) -> ApiResult<Json<Page<T>>> {
-    let mut query = Query::filtered(filter).sort_desc("id").limit(limit + 1);
-    if let Some(cursor) = cursor.filter(|c| !c.is_empty()) {
-        query = query.after(cursor.as_str());
-    }
-    let mut docs = state.store.find(coll, &query).await?;
-    let next_cursor = if docs.len() as u64 > limit {
-        docs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        docs.last().and_then(|d| d.get("id")).and_then(Value::as_str).map(str::to_owned)
-    } else {
-        None
-    };
+    let (docs, next_cursor) = keyset_page(state, coll, Query::filtered(filter).sort_desc("id"), limit, cursor).await?;
     let items = docs
         .into_iter()
         .map(serde_json::from_value)

@@ -309,10 +309,7 @@ impl Analytics for ClickHouse {
         offset: u64,
     ) -> Result<PostbackLogPage, AnalyticsError> {
         let window = Window::of(q)?;
-        let mut conditions = filter.conditions();
-        if let Some(t) = q.team_id.as_deref().filter(|t| !t.is_empty()) {
-            conditions.push(("team_id", t.to_owned()));
-        }
+        let conditions = filter.conditions(q);
         let scope = |sql: &mut Sql| {
             sql.range(window.start(), window.end());
             for (column, value) in &conditions {

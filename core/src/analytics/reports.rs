@@ -343,13 +343,14 @@ pub struct PostbackLogFilter {
 }
 
 impl PostbackLogFilter {
-    /// The filters that apply, as (column, value): absent and empty ones left out.
-    pub(crate) fn conditions(&self) -> Vec<(&'static str, String)> {
+    /// The filters that apply, the query's team included, as (column, value): absent and empty ones left out.
+    pub(crate) fn conditions(&self, q: &ReportQuery) -> Vec<(&'static str, String)> {
         [
             ("network_id", &self.network_id),
             ("outcome", &self.outcome),
             ("click_id", &self.click_id),
             ("transaction_id", &self.transaction_id),
+            ("team_id", &q.team_id),
         ]
         .into_iter()
         .filter_map(|(column, v)| v.as_deref().filter(|v| !v.is_empty()).map(|v| (column, v.to_owned())))

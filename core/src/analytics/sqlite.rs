@@ -466,10 +466,7 @@ impl Analytics for SqliteAnalytics {
     ) -> Result<PostbackLogPage, AnalyticsError> {
         let window = Window::of(q)?;
         let mut args = vec![Value::Integer(window.start().into()), Value::Integer(window.end().into())];
-        let mut conditions = filter.conditions();
-        if let Some(t) = q.team_id.as_deref().filter(|t| !t.is_empty()) {
-            conditions.push(("team_id", t.to_owned()));
-        }
+        let conditions = filter.conditions(q);
         let mut scope = "ts >= ?1 AND ts < ?2".to_owned();
         for (column, value) in conditions {
             args.push(Value::Text(value));
