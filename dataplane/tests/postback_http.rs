@@ -110,8 +110,10 @@ async fn hmac_signatures_are_checked_over_the_raw_query_or_body() {
     let cases = [
         ("bad signature", sign("other", now, q.as_bytes())),
         ("signed another query", sign("hk", now, b"clickid=x&txid=h-3")),
-        ("expired", sign("hk", now - 301, q.as_bytes())),
-        ("from the future", sign("hk", now + 301, q.as_bytes())),
+        // Well past the 300 s window: the exact edges are unit-tested in `postback::auth`, and the clock
+        // moves on while this test runs.
+        ("expired", sign("hk", now - 360, q.as_bytes())),
+        ("from the future", sign("hk", now + 360, q.as_bytes())),
         ("malformed", "v1=00".to_owned()),
     ];
     for (what, sig) in cases {
