@@ -13,7 +13,7 @@ use serde_json::json;
 use traffoflex_core::analytics::reports::MAX_PAGE;
 use traffoflex_core::analytics::reports::{Day, GroupBy, Grouped, Metrics};
 use traffoflex_core::analytics::{AnalyticsError, PostbackLogFilter, PostbackLogPage, ReportQuery};
-use traffoflex_core::events::Event;
+use traffoflex_core::events::{ClickEvent, Event};
 
 /// The fixture's range: 2025-11-23 ..= 2025-11-26 (the 25th has no events).
 fn range() -> ReportQuery {
@@ -449,6 +449,46 @@ async fn reports_serialise_as_documented(a: Backend) {
     );
 }
 
+async fn click_facts_by_click_id(a: Backend) {
+    let mut c = ClickEvent {
+        click_id: "facts-1".into(),
+        ts: ms("2025-11-24T10:00:00Z"),
+        campaign_id: "camp-x".into(),
+        stream_id: "str-x".into(),
+        destination_id: "dst-x".into(),
+        traffic_source_id: "src-x".into(),
+        source: "push".into(),
+        source_click_id: "their-42".into(),
+        ip: "203.0.113.9".into(),
+        country: "DE".into(),
+        utm_source: "news".into(),
+        utm_term: "shoes & socks".into(),
+        subs: vec!["s-one".into(), String::new(), "s-three".into()],
+        cost: dec("0.125"),
+        currency: "EUR".into(),
+        ..ClickEvent::default()
+    };
+    a.insert_events(vec![Event::Click(c.clone())]).await.unwrap();
+    let ts = u32::try_from(c.ts / 1000).unwrap();
+    let facts = a.click_facts("facts-1", Some(ts)).await.unwrap().expect("the click is there");
+    assert_eq!(
+        (facts.campaign_id.as_str(), facts.stream_id.as_str(), facts.destination_id.as_str()),
+        ("camp-x", "str-x", "dst-x")
+    );
+    assert_eq!(
+        (facts.source_click_id.as_str(), facts.ip.as_str(), facts.country.as_str()),
+        ("their-42", "203.0.113.9", "DE")
+    );
+    assert_eq!((facts.utm_source.as_str(), facts.utm_term.as_str()), ("news", "shoes & socks"));
+    assert_eq!(facts.subs, ["s-one", "", "s-three"]);
+    assert_eq!((facts.cost_micros, facts.currency.as_str()), (125_000, "EUR"));
+    assert_eq!(a.click_facts("facts-1", None).await.unwrap(), Some(facts), "found without a time too");
+    assert_eq!(a.click_facts("facts-2", Some(ts)).await.unwrap(), None);
+    c.click_id = "facts-3".into();
+    a.insert_events(vec![Event::Click(c)]).await.unwrap();
+    assert_eq!(a.click_facts("facts-1'", None).await.unwrap(), None, "no partial match");
+}
+
 async fn migrate_is_idempotent(a: Backend) {
     a.ping().await.unwrap();
     assert_eq!(a.migrate().await.unwrap(), Vec::<u32>::new(), "already applied when opened or migrated");
@@ -472,6 +512,7 @@ contract!(
     empty_reports_are_zero,
     bad_queries_are_typed,
     reports_serialise_as_documented,
+    click_facts_by_click_id,
     migrate_is_idempotent,
 );
 

@@ -20,6 +20,8 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use traffoflex_core::analytics::{Analytics, SqliteAnalytics};
+use traffoflex_core::events::{self, ClickEvent, Event};
 use traffoflex_core::store::{
     Collection, ConfigStore, ConfigStoreExt, Filter, MongoStore, Query, Result as StoreResult, StoreError, Stored,
 };
@@ -28,7 +30,7 @@ use traffoflex_core::testenv;
 use traffoflex_dataplane::egress::AddressPolicy;
 use traffoflex_dataplane::postback::outbound::{JobStatus, OutboundJob, OutboundSettings, OutboundWorker};
 
-use postback_support::{Fixture, sqlite, start};
+use postback_support::{Fixture, sqlite, start, start_with_clicks};
 
 /// What the traffic source received.
 #[derive(Debug, Clone)]
@@ -412,6 +414,70 @@ impl ConfigStore for QueueDown {
 
 /// The conversion is recorded but its job can't be queued: `503 outboundQueueUnavailable` (the conversion
 /// event is still emitted), and the network's retry — a duplicate — queues the job, delivered once.
+/// The click as the traffic service recorded it, in SQLite analytics.
+fn recorded_click(f: &Fixture, click_id: &str, campaign: &str) -> Event {
+    Event::Click(ClickEvent {
+        click_id: click_id.to_owned(),
+        ts: events::now_millis(),
+        campaign_id: campaign.to_owned(),
+        stream_id: f.stream.clone(),
+        destination_id: f.destination.clone(),
+        traffic_source_id: f.source.clone(),
+        source_click_id: "push-778".into(),
+        ip: "198.51.100.7".into(),
+        country: "AT".into(),
+        utm_campaign: "winter sale".into(),
+        subs: vec!["zone-12".into(), "creative-3".into()],
+        cost: "0.04".parse().expect("cost"),
+        currency: "USD".into(),
+        ..ClickEvent::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_facts_from_analytics_fill_the_source_url() {
+    let target = Target::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clicks: Arc<dyn Analytics> =
+        Arc::new(SqliteAnalytics::open(&dir.path().join("analytics.sqlite")).await.expect("analytics"));
+    let f = start_with_clicks(sqlite(&dir).await, dir, Some(Arc::clone(&clicks))).await;
+    let url =
+        target.url("/pb?s1={sub1}&s2={s2}&sc={source_click_id}&ip={ip}&geo={country}&cost={cost}&uc={utmCampaign}");
+    let mut source = f.store.get(Collection::TrafficSources, &f.source).await.expect("read").expect("source");
+    source["outboundPostbackUrl"] = json!(url);
+    f.store.replace(Collection::TrafficSources, &f.source, None, source).await.expect("replace");
+    f.store.bump_config_revision().await.expect("revision");
+    let r = reqwest::Client::new().post(format!("{}/internal/reload", f.base)).send().await.expect("reload");
+    assert_eq!(r.status(), 200);
+    let worker = Running::start(&f, true);
+
+    // A click analytics has: its facts reach the source.
+    let cid = f.click_id();
+    clicks.insert_events(vec![recorded_click(&f, &cid, &f.campaign)]).await.expect("insert");
+    postback(&f, &cid, "order-1", "approved").await;
+    until(&f, "delivered", |j| delivered(j, 1)).await;
+    let hits = target.hits();
+    assert_eq!(
+        hits[0].uri,
+        "/pb?s1=zone-12&s2=creative-3&sc=push-778&ip=198.51.100.7&geo=AT&cost=0.04&uc=winter%20sale"
+    );
+
+    // A click analytics doesn't have yet: the conversion still counts, the click's macros are empty.
+    postback(&f, &f.click_id(), "order-2", "approved").await;
+    until(&f, "delivered", |j| delivered(j, 2)).await;
+    assert_eq!(target.hits()[1].uri, "/pb?s1=&s2=&sc=&ip=&geo=&cost=&uc=");
+
+    // A genuine click ID whose campaign this configuration no longer knows is attributed from analytics.
+    let gone = f.codec.issue(events::now_millis(), "deleted-campaign", "old-stream", "old-destination");
+    clicks.insert_events(vec![recorded_click(&f, &gone, "deleted-campaign")]).await.expect("insert");
+    let b = postback(&f, &gone, "order-3", "approved").await;
+    let conv = f.store.get(Collection::Conversions, b["conversionId"].as_str().expect("id")).await.expect("read");
+    let conv = conv.expect("stored");
+    assert_eq!((conv["campaignId"].as_str(), conv["attributed"].as_bool()), (Some("deleted-campaign"), Some(true)));
+    assert_eq!(conv["click"]["subs"][0], "zone-12");
+    worker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_enqueue_answers_503_and_the_networks_retry_queues_it() {
     let target = Target::start().await;

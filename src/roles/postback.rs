@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use traffoflex_core::analytics::Analytics;
 use traffoflex_core::bus::kafka::KafkaProducer;
 use traffoflex_core::settings::BackendSettings;
 use traffoflex_core::store::ConfigStore;
@@ -111,11 +112,13 @@ impl Postback {
     }
 }
 
-/// Builds the postback service on `store`, shipping its event log (`<data-dir>/postbacklog`) to `sink`.
+/// Builds the postback service on `store`, shipping its event log (`<data-dir>/postbacklog`) to `sink`;
+/// conversions are enriched with their clicks from `analytics` when there is one.
 pub async fn build<S: Sink>(
     settings: &PostbackSettings,
     data_dir: &Path,
     store: Arc<dyn ConfigStore>,
+    analytics: Option<Arc<dyn Analytics>>,
     sink: S,
     telemetry: &Telemetry,
     shutdown: tokio_util::sync::CancellationToken,
@@ -141,7 +144,11 @@ pub async fn build<S: Sink>(
     });
     let worker = OutboundWorker::new(Arc::clone(config.store()), settings.outbound.settings(), telemetry);
     let outbound = worker.spawn(shutdown);
-    let state = PostbackState::new(config, Arc::clone(&log), codec, trusted, settings.reload_token.clone(), telemetry);
+    let mut state =
+        PostbackState::new(config, Arc::clone(&log), codec, trusted, settings.reload_token.clone(), telemetry);
+    if let Some(analytics) = analytics {
+        state = state.with_clicks(analytics);
+    }
     Ok(Postback { router: router(Arc::new(state)), log, outbound })
 }
 
@@ -155,7 +162,8 @@ pub async fn run(args: PostbackArgs) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let shutdown = crate::shutdown::on_signal();
     let sink = KafkaSink::new(KafkaProducer::new(brokers, &b.kafka_topic_prefix)?);
-    let postback = build(&args.shared, &b.data_dir, store, sink, &telemetry, shutdown.clone()).await?;
+    let analytics = super::traffic::clickhouse_if_configured(b);
+    let postback = build(&args.shared, &b.data_dir, store, analytics, sink, &telemetry, shutdown.clone()).await?;
     let app = postback.router.clone().merge(telemetry.router());
     crate::serve::serve(args.listen, app, shutdown).await?;
     postback.close().await;

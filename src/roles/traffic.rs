@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use traffoflex_core::analytics::{Analytics, ClickHouse};
 use traffoflex_core::bus::kafka::KafkaProducer;
 use traffoflex_core::clickid::ClickIdCodec;
 use traffoflex_core::settings::BackendSettings;
@@ -16,6 +17,7 @@ use traffoflex_dataplane::health::checker::{HealthChecker, HealthSettings, Share
 use traffoflex_dataplane::health::probe::AddressPolicy;
 use traffoflex_dataplane::traffic::config::LiveConfig;
 use traffoflex_dataplane::traffic::server::{TrafficState, router};
+use traffoflex_dataplane::traffic::stats::DestinationStats;
 use traffoflex_dataplane::traffic::visitor::TrustedProxies;
 
 /// Settings of the `traffic` role.
@@ -63,6 +65,9 @@ pub struct ClickSettings {
     /// How often, in milliseconds, the configuration revision is checked (the reload signal's safety net).
     #[arg(long, env = "TRAFFOFLEX_RELOAD_INTERVAL_MS", default_value_t = 1000)]
     pub reload_interval_ms: u64,
+    /// How often, in milliseconds, cap usage and bestRoi figures are read from analytics.
+    #[arg(long, env = "TRAFFOFLEX_STATS_INTERVAL_MS", default_value_t = 10_000)]
+    pub stats_interval_ms: u64,
 }
 
 /// The click-ID key: the configured secret, or one kept in the data directory.
@@ -89,17 +94,29 @@ pub fn click_id_codec(key: Option<&str>, data_dir: &Path) -> anyhow::Result<Clic
     Ok(ClickIdCodec::single(&key))
 }
 
+/// ClickHouse, when `--clickhouse-url` names one: the data-plane roles read figures and clicks there (no
+/// connection is made until then).
+pub fn clickhouse_if_configured(b: &BackendSettings) -> Option<Arc<dyn Analytics>> {
+    match b.clickhouse_url.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() => Some(Arc::new(ClickHouse::new(url, &b.clickhouse_database))),
+        _ => None,
+    }
+}
+
 /// A started traffic service: its router and what must be closed on shutdown.
 pub struct Traffic {
     pub router: axum::Router,
     pub log: Arc<ClickLog>,
 }
 
-/// Builds the traffic service on `store`, shipping its click log to `sink`.
+/// Builds the traffic service on `store`, shipping its click log to `sink`. Caps and bestRoi read their
+/// figures from `analytics` when there is one (else caps on conversions and revenue fail open, click and cost
+/// caps count this process's clicks, bestRoi uses its fallback).
 pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
     settings: &ClickSettings,
     data_dir: &Path,
     store: Arc<dyn traffoflex_core::store::ConfigStore>,
+    analytics: Option<Arc<dyn Analytics>>,
     sink: S,
     telemetry: &Telemetry,
     shutdown: tokio_util::sync::CancellationToken,
@@ -136,6 +153,17 @@ pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
         };
         HealthChecker::new(Arc::clone(&store), Arc::clone(&log), hs).spawn(shutdown.clone());
     }
+    let stats = Arc::new(DestinationStats::new().register(telemetry));
+    match analytics {
+        Some(analytics) => {
+            let live = Arc::clone(&config);
+            let interval = Duration::from_millis(settings.stats_interval_ms.max(100));
+            stats.spawn_refresher(analytics, move || live.current(), interval, shutdown.clone());
+        }
+        None => tracing::info!(
+            "no analytics configured (--clickhouse-url): caps on conversions and revenue fail open, click and cost caps count this process's clicks, bestRoi uses its fallback"
+        ),
+    }
     let state = Arc::new(
         TrafficState::new(
             Arc::clone(&config),
@@ -146,7 +174,8 @@ pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
             settings.reload_token.clone(),
             telemetry,
         )
-        .with_health(health),
+        .with_health(health)
+        .with_stats(stats),
     );
     Ok(Traffic { router: router(state), log })
 }
@@ -162,7 +191,9 @@ pub async fn run(args: TrafficArgs) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let shutdown = crate::shutdown::on_signal();
     let sink = KafkaSink::new(KafkaProducer::new(brokers, &b.kafka_topic_prefix)?);
-    let traffic = build(&args.shared, &b.data_dir, store, sink, &telemetry, shutdown.clone()).await?;
+    let traffic =
+        build(&args.shared, &b.data_dir, store, clickhouse_if_configured(b), sink, &telemetry, shutdown.clone())
+            .await?;
     let app = traffic.router.merge(telemetry.router());
     crate::serve::serve(args.listen, app, shutdown).await?;
     traffic.log.close().await;

@@ -103,12 +103,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 &telemetry,
             )?;
             background.push(tokio::spawn(ingester.run(shutdown.clone())));
-            start_roles(&args, store, Arc::new(sink), &telemetry, &postback_telemetry, &shutdown).await?
+            start_roles(
+                &args,
+                store,
+                Arc::clone(&analytics),
+                Arc::new(sink),
+                &telemetry,
+                &postback_telemetry,
+                &shutdown,
+            )
+            .await?
         }
         (Some(_), None) => anyhow::bail!("with --kafka-brokers, give --clickhouse-url too: the ingester writes there"),
         (None, _) => {
             let sink = Arc::new(AnalyticsSink::new(Arc::clone(&analytics)));
-            start_roles(&args, store, sink, &telemetry, &postback_telemetry, &shutdown).await?
+            start_roles(&args, store, Arc::clone(&analytics), sink, &telemetry, &postback_telemetry, &shutdown).await?
         }
     };
     let app = traffic.router.merge(telemetry.router());
@@ -187,16 +196,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn start_roles<S: Sink>(
     args: &UpArgs,
     store: Arc<dyn traffoflex_core::store::ConfigStore>,
+    analytics: Arc<dyn traffoflex_core::analytics::Analytics>,
     sink: Arc<S>,
     telemetry: &Telemetry,
     postback_telemetry: &Telemetry,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<(Traffic, Postback)> {
     let data_dir = &args.backends.data_dir;
-    let traffic =
-        build(&args.clicks, data_dir, Arc::clone(&store), Arc::clone(&sink), telemetry, shutdown.clone()).await?;
+    let traffic = build(
+        &args.clicks,
+        data_dir,
+        Arc::clone(&store),
+        Some(Arc::clone(&analytics)),
+        Arc::clone(&sink),
+        telemetry,
+        shutdown.clone(),
+    )
+    .await?;
     let settings = PostbackSettings::for_up(&args.clicks, &args.outbound);
     let postback =
-        super::postback::build(&settings, data_dir, store, sink, postback_telemetry, shutdown.clone()).await?;
+        super::postback::build(&settings, data_dir, store, Some(analytics), sink, postback_telemetry, shutdown.clone())
+            .await?;
     Ok((traffic, postback))
 }

@@ -15,13 +15,57 @@ use serde::Deserialize;
 use super::aggregate::{AggregateQuery, ClickAggregate, ConversionAggregate};
 use super::clickhouse::ch;
 use super::reports::{
-    DestinationHealth, IngestionError, IngestionErrorPage, MAX_PAGE, PostbackLogFilter, PostbackLogPage, ReportQuery,
-    utc,
+    CLICK_FACT_COLUMNS, ClickFacts, DestinationHealth, IngestionError, IngestionErrorPage, MAX_PAGE, PostbackLogFilter,
+    PostbackLogPage, ReportQuery, utc,
 };
 use super::rows::{IngestionErrorRow, PostbackLogRow};
 use super::window::Window;
 use super::{Analytics, AnalyticsError, ClickHouse, GroupBy, InsertCounts};
 use crate::events::Event;
+
+/// [`ClickFacts`] as ClickHouse answers them, in [`CLICK_FACT_COLUMNS`] order.
+#[derive(Row, Deserialize)]
+struct ClickFactsRow {
+    campaign_id: String,
+    stream_id: String,
+    destination_id: String,
+    traffic_source_id: String,
+    source: String,
+    source_click_id: String,
+    ip: String,
+    country: String,
+    utm_source: String,
+    utm_medium: String,
+    utm_campaign: String,
+    utm_content: String,
+    utm_term: String,
+    subs: Vec<String>,
+    cost_micros: i64,
+    currency: String,
+}
+
+impl From<ClickFactsRow> for ClickFacts {
+    fn from(r: ClickFactsRow) -> Self {
+        ClickFacts {
+            campaign_id: r.campaign_id,
+            stream_id: r.stream_id,
+            destination_id: r.destination_id,
+            traffic_source_id: r.traffic_source_id,
+            source: r.source,
+            source_click_id: r.source_click_id,
+            ip: r.ip,
+            country: r.country,
+            utm_source: r.utm_source,
+            utm_medium: r.utm_medium,
+            utm_campaign: r.utm_campaign,
+            utm_content: r.utm_content,
+            utm_term: r.utm_term,
+            subs: r.subs,
+            cost_micros: r.cost_micros,
+            currency: r.currency,
+        }
+    }
+}
 
 /// A value for one `?`.
 enum Arg {
@@ -160,6 +204,18 @@ impl Analytics for ClickHouse {
 
     async fn insert_ingestion_errors(&self, rows: &[IngestionErrorRow]) -> Result<(), AnalyticsError> {
         ClickHouse::insert_ingestion_errors(self, rows).await
+    }
+
+    async fn click_facts(&self, click_id: &str, ts_secs: Option<u32>) -> Result<Option<ClickFacts>, AnalyticsError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT ").push(CLICK_FACT_COLUMNS).str(" FROM clicks WHERE click_id = ?", click_id);
+        if let Some(ts) = ts_secs {
+            // The click's day, with a day either side for a clock that was a little off.
+            sql.range(ts.saturating_sub(86_400), ts.saturating_add(86_400));
+        }
+        sql.push(" LIMIT 1");
+        let row: Option<ClickFactsRow> = sql.query(self.client()).fetch_optional().await.map_err(ch)?;
+        Ok(row.map(ClickFacts::from))
     }
 
     async fn click_aggregates(&self, q: &AggregateQuery) -> Result<Vec<ClickAggregate>, AnalyticsError> {

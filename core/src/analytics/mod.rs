@@ -26,8 +26,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 pub use self::clickhouse::ClickHouse;
 pub use aggregate::{AggregateQuery, ClickAggregate, ConversionAggregate};
 pub use reports::{
-    Day, DestinationHealth, GroupBy, GroupRow, Grouped, IngestionError, IngestionErrorPage, Metrics, PostbackLogEntry,
-    PostbackLogFilter, PostbackLogPage, ReportParams, ReportQuery,
+    ClickFacts, Day, DestinationHealth, GroupBy, GroupRow, Grouped, IngestionError, IngestionErrorPage, Metrics,
+    PostbackLogEntry, PostbackLogFilter, PostbackLogPage, ReportParams, ReportQuery,
 };
 pub use sqlite::SqliteAnalytics;
 
@@ -101,6 +101,10 @@ pub trait Analytics: Send + Sync {
 
     /// Conversion sums for one [`AggregateQuery`], one row per non-empty (key, bucket).
     async fn conversion_aggregates(&self, q: &AggregateQuery) -> Result<Vec<ConversionAggregate>, AnalyticsError>;
+
+    /// The click with this ID, if analytics has it. `ts_secs` (from the click ID, when it verified) narrows the
+    /// search to the click's day.
+    async fn click_facts(&self, click_id: &str, ts_secs: Option<u32>) -> Result<Option<ClickFacts>, AnalyticsError>;
 
     /// Health checks per destination within the range (by `team_id` when given; `campaign_id` does not apply),
     /// ordered by destination ID.

@@ -675,3 +675,32 @@ mod schema_tests {
         assert!(caught.is_err(), "a number where a decimal string belongs is refused");
     }
 }
+
+/// What a postback needs to know about its click: where it went and the visitor facts outbound postback
+/// macros carry (`{sub1}`, `{utmSource}`, `{ip}`, `{country}`, `{cost}`, `{sourceClickId}`…).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClickFacts {
+    pub campaign_id: String,
+    pub stream_id: String,
+    pub destination_id: String,
+    pub traffic_source_id: String,
+    pub source: String,
+    pub source_click_id: String,
+    pub ip: String,
+    pub country: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_content: String,
+    pub utm_term: String,
+    /// `sub1`…`sub10`, as many as the click had.
+    pub subs: Vec<String>,
+    pub cost_micros: i64,
+    pub currency: String,
+}
+
+/// The columns of [`ClickFacts`], in its field order, for both backends.
+pub(crate) const CLICK_FACT_COLUMNS: &str = "campaign_id, stream_id, destination_id, traffic_source_id, source, \
+     source_click_id, ip, country, utm_source, utm_medium, utm_campaign, utm_content, utm_term, subs, cost_micros, \
+     currency";

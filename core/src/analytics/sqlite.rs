@@ -17,8 +17,8 @@ use rusqlite::{Connection, Row, params, params_from_iter};
 
 use super::aggregate::{AggregateQuery, ClickAggregate, ConversionAggregate};
 use super::reports::{
-    DestinationHealth, IngestionError, IngestionErrorPage, MAX_PAGE, PostbackLogFilter, PostbackLogPage, ReportQuery,
-    utc,
+    CLICK_FACT_COLUMNS, ClickFacts, DestinationHealth, IngestionError, IngestionErrorPage, MAX_PAGE, PostbackLogFilter,
+    PostbackLogPage, ReportQuery, utc,
 };
 use super::rows::{ClickRow, ConversionRow, HealthRow, IngestionErrorRow, PostbackLogRow};
 use super::window::Window;
@@ -329,6 +329,35 @@ impl Analytics for SqliteAnalytics {
             tx.commit()
         })
         .await
+    }
+
+    async fn click_facts(&self, click_id: &str, _ts_secs: Option<u32>) -> Result<Option<ClickFacts>, AnalyticsError> {
+        // `click_id` is the primary key here: the time adds nothing.
+        let sql = format!("SELECT {CLICK_FACT_COLUMNS} FROM clicks WHERE click_id = ?1");
+        let rows = self
+            .rows(sql, vec![Value::Text(click_id.to_owned())], |r| {
+                let subs: String = r.get(13)?;
+                Ok(ClickFacts {
+                    campaign_id: r.get(0)?,
+                    stream_id: r.get(1)?,
+                    destination_id: r.get(2)?,
+                    traffic_source_id: r.get(3)?,
+                    source: r.get(4)?,
+                    source_click_id: r.get(5)?,
+                    ip: r.get(6)?,
+                    country: r.get(7)?,
+                    utm_source: r.get(8)?,
+                    utm_medium: r.get(9)?,
+                    utm_campaign: r.get(10)?,
+                    utm_content: r.get(11)?,
+                    utm_term: r.get(12)?,
+                    subs: serde_json::from_str(&subs).unwrap_or_default(),
+                    cost_micros: r.get(14)?,
+                    currency: r.get(15)?,
+                })
+            })
+            .await?;
+        Ok(rows.into_iter().next())
     }
 
     async fn click_aggregates(&self, q: &AggregateQuery) -> Result<Vec<ClickAggregate>, AnalyticsError> {

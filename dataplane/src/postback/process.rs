@@ -4,11 +4,19 @@
 //! Click lookup: a click ID that doesn't verify (forged, malformed, another key) or whose campaign this
 //! configuration doesn't know is recorded *unattributed* on `failOpen` networks (the default: a conversion is
 //! never lost for a late or unknown click) and refused with `422 unknownClick` on `failClosed` ones.
+//!
+//! Enrichment: when analytics is configured and the click ID verifies, the click itself is looked up there
+//! (within [`CLICK_LOOKUP_TIMEOUT`]); its facts (`sub1`…, UTM fields, the source's click ID, IP, country,
+//! cost) are kept on the conversion for outbound postback macros, and a click whose campaign this
+//! configuration no longer knows is attributed from them. A click analytics doesn't have yet (or an analytics
+//! outage) changes nothing else: the conversion is recorded as the click ID alone allows.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
+use traffoflex_core::analytics::Analytics;
 use traffoflex_core::clickid::ClickIdCodec;
 use traffoflex_core::events::{self, ConversionEvent, PostbackLogEvent, now_millis};
 use traffoflex_core::store::{ConfigStore, Stored};
@@ -53,15 +61,22 @@ fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> F
 /// What became of a postback: stored, with the conversion event to append (none for a duplicate), or refused.
 pub type Outcome = Result<(Recorded, Option<ConversionEvent>), Failure>;
 
+/// How long a postback waits for its click's facts from analytics before going on without them.
+pub const CLICK_LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Where a postback's steps read from.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub store: &'a dyn ConfigStore,
+    pub codec: &'a ClickIdCodec,
+    pub snapshot: &'a PostbackSnapshot,
+    /// Where clicks are looked up for enrichment, when configured.
+    pub clicks: Option<&'a dyn Analytics>,
+}
+
 /// Runs the postback through every step; fills what it learns into `log`.
-pub async fn process(
-    store: &dyn ConfigStore,
-    codec: &ClickIdCodec,
-    snapshot: &PostbackSnapshot,
-    inbound: Inbound<'_>,
-    log: &mut PostbackLogEvent,
-) -> Outcome {
-    let recorded = steps(store, codec, snapshot, inbound, log).await?;
+pub async fn process(from: Sources<'_>, inbound: Inbound<'_>, log: &mut PostbackLogEvent) -> Outcome {
+    let recorded = steps(from, inbound, log).await?;
     let event = match &recorded {
         Recorded::Accepted(c) | Recorded::Updated(c) => Some(conversion_event(c)),
         Recorded::Duplicate(_) => None,
@@ -69,13 +84,8 @@ pub async fn process(
     Ok((recorded, event))
 }
 
-async fn steps(
-    store: &dyn ConfigStore,
-    codec: &ClickIdCodec,
-    snapshot: &PostbackSnapshot,
-    inbound: Inbound<'_>,
-    log: &mut PostbackLogEvent,
-) -> Result<Recorded, Failure> {
+async fn steps(from: Sources<'_>, inbound: Inbound<'_>, log: &mut PostbackLogEvent) -> Result<Recorded, Failure> {
+    let Sources { store, codec, snapshot, clicks } = from;
     let body = inbound
         .body
         .map_err(|()| fail(StatusCode::PAYLOAD_TOO_LARGE, "payloadTooLarge", "the body is too large or unreadable"))?;
@@ -123,7 +133,10 @@ async fn steps(
         normalize(&params, network.template.as_ref()).map_err(|r| fail(StatusCode::BAD_REQUEST, r.code, r.message))?;
     log.click_id.clone_from(&n.click_id);
     log.transaction_id.clone_from(&n.transaction_id);
-    let doc = attribute(codec, snapshot, network, n)?;
+    let mut doc = attribute(codec, snapshot, network, n)?;
+    if let Some(clicks) = clicks {
+        enrich(clicks, &mut doc).await;
+    }
     record(store, doc).await.map_err(|e| match e {
         RecordError::Unavailable(m) => fail(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -181,6 +194,7 @@ fn attribute(
         team_id: network.spec.team_id.clone().unwrap_or_else(|| traffoflex_crds::DEFAULT_TEAM.to_owned()),
         attributed: false,
         click_ts: 0,
+        click: None,
         ts: now_millis(),
         revision: 1,
     };
@@ -218,6 +232,34 @@ fn attribute(
         )),
         None => Ok(doc),
     }
+}
+
+/// Adds the click's facts from analytics to a conversion whose click ID verified (see the module docs).
+async fn enrich(clicks: &dyn Analytics, doc: &mut ConversionDoc) {
+    if doc.click_ts <= 0 {
+        return;
+    }
+    let ts = u32::try_from(doc.click_ts / 1000).ok();
+    let facts = match tokio::time::timeout(CLICK_LOOKUP_TIMEOUT, clicks.click_facts(&doc.click_id, ts)).await {
+        Ok(Ok(Some(facts))) => facts,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "click lookup failed; the conversion goes on without the click's facts");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("click lookup timed out; the conversion goes on without the click's facts");
+            return;
+        }
+    };
+    if doc.campaign_id.is_empty() && !facts.campaign_id.is_empty() {
+        doc.attributed = true;
+        doc.campaign_id.clone_from(&facts.campaign_id);
+        doc.stream_id.clone_from(&facts.stream_id);
+        doc.destination_id.clone_from(&facts.destination_id);
+        doc.traffic_source_id.clone_from(&facts.traffic_source_id);
+    }
+    doc.click = Some(facts);
 }
 
 fn event_status(s: ConversionStatus) -> events::ConversionStatus {

@@ -5,6 +5,7 @@
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use traffoflex_core::analytics::ClickFacts;
 use traffoflex_core::store::{Collection, ConfigStore, ConfigStoreExt, Filter, StoreError, Stored};
 use traffoflex_crds::ConversionStatus;
 
@@ -41,6 +42,9 @@ pub struct ConversionDoc {
     /// When the click happened (from the click ID), 0 when unknown.
     #[serde(default)]
     pub click_ts: i64,
+    /// The click as analytics had it when the postback came, if it had it (for outbound postback macros).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub click: Option<ClickFacts>,
     /// When the conversion was first accepted (Unix ms).
     pub ts: i64,
     /// 1 on acceptance, +1 per status change.
@@ -128,6 +132,7 @@ pub async fn record(store: &dyn ConfigStore, doc: ConversionDoc) -> Result<Recor
                 doc.event_type.clone()
             },
             revision: existing.doc.revision.saturating_add(1),
+            click: existing.doc.click.clone().or_else(|| doc.click.clone()),
             ..existing.doc.clone()
         };
         match store

@@ -21,13 +21,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::json;
+use traffoflex_core::analytics::Analytics;
 use traffoflex_core::clickid::ClickIdCodec;
 use traffoflex_core::events::{Event, PostbackLogEvent, now_millis};
 use traffoflex_core::telemetry::Telemetry;
 
 use super::config::LivePostbackConfig;
 use super::outbound::enqueue_for;
-use super::process::{Inbound, process};
+use super::process::{Inbound, Sources, process};
 use crate::clicklog::{ClickLog, Record};
 use crate::traffic::visitor::{TrustedProxies, client_ip};
 
@@ -43,6 +44,8 @@ pub struct PostbackState {
     pub trusted_proxies: TrustedProxies,
     /// The bearer token `POST /internal/reload` requires; without one only loopback callers may reload.
     pub reload_token: Option<String>,
+    /// Where clicks are looked up to enrich conversions, when analytics is configured.
+    pub clicks: Option<Arc<dyn Analytics>>,
     metrics: PostbackMetrics,
 }
 
@@ -81,7 +84,13 @@ impl PostbackState {
                 metrics.outbound_enqueue_errors.clone(),
             );
         });
-        Self { config, log, click_ids, trusted_proxies, reload_token, metrics }
+        Self { config, log, click_ids, trusted_proxies, reload_token, clicks: None, metrics }
+    }
+
+    /// Enriches conversions with their clicks' facts from `analytics`.
+    pub fn with_clicks(mut self, analytics: Arc<dyn Analytics>) -> Self {
+        self.clicks = Some(analytics);
+        self
     }
 }
 
@@ -172,7 +181,13 @@ async fn handle(
         body,
         now_secs: chrono::Utc::now().timestamp(),
     };
-    let outcome = process(s.config.store().as_ref(), &s.click_ids, &snapshot, inbound, &mut log).await;
+    let from = Sources {
+        store: s.config.store().as_ref(),
+        codec: &s.click_ids,
+        snapshot: &snapshot,
+        clicks: s.clicks.as_deref(),
+    };
+    let outcome = process(from, inbound, &mut log).await;
     let (status, body, outcome_name) = match &outcome {
         Ok((recorded, event)) => {
             if let Some(event) = event

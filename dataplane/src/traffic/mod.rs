@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod server;
+pub mod stats;
 pub mod unique;
 pub mod visitor;

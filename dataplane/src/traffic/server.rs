@@ -22,6 +22,7 @@ use traffoflex_core::events::{ClickEvent, Event};
 use traffoflex_core::telemetry::Telemetry;
 
 use super::config::LiveConfig;
+use super::stats::DestinationStats;
 use super::unique::UniqueVisitors;
 use super::visitor::{TrustedProxies, client_ip, device, language};
 use crate::clicklog::{ClickLog, Record};
@@ -42,6 +43,8 @@ pub struct TrafficState {
     pub unique: UniqueVisitors,
     /// Destinations the health checks took out; refreshed in the background, read without a lock.
     pub health: SharedHealth,
+    /// Cap usage and bestRoi figures; refreshed from analytics in the background, plus this process's clicks.
+    pub stats: Arc<DestinationStats>,
     metrics: TrafficMetrics,
 }
 
@@ -86,6 +89,7 @@ impl TrafficState {
             anti_repeat: AntiRepeatCache::new(1 << 20),
             unique: UniqueVisitors::new(1 << 20, 24 * 3600 * 1000),
             health: SharedHealth::default(),
+            stats: Arc::new(DestinationStats::new()),
             metrics,
         }
     }
@@ -93,6 +97,12 @@ impl TrafficState {
     /// Routes around the destinations `health` says are down.
     pub fn with_health(mut self, health: SharedHealth) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Reads cap usage and bestRoi figures from `stats`.
+    pub fn with_stats(mut self, stats: Arc<DestinationStats>) -> Self {
+        self.stats = stats;
         self
     }
 }
@@ -202,7 +212,12 @@ fn decide(
 ) -> Result<(String, String, Event), Box<Response>> {
     let now_ms = now.timestamp_millis();
     let health = s.health.load();
-    let inputs = RouteInputs { health: &**health, ..RouteInputs::new(&s.anti_repeat, &s.click_ids) };
+    let inputs = RouteInputs {
+        health: &**health,
+        caps: &*s.stats,
+        roi: &*s.stats,
+        ..RouteInputs::new(&s.anti_repeat, &s.click_ids)
+    };
     let decision = match entry {
         Entry::Campaign => route(snapshot, key, ctx, now, &inputs, &mut rand::rng()),
         Entry::Trafficback => route_trafficback(snapshot, key, ctx, now, &inputs),
@@ -214,6 +229,7 @@ fn decide(
         }
         RouteDecision::Redirect { url, click_id, campaign, stream, destination } => {
             let ev = click_event(ctx, &click_id, now_ms, campaign, stream.id(), destination.id());
+            s.stats.record(destination, now, ev.cost);
             Ok((url, click_id, Event::Click(ev)))
         }
         RouteDecision::Trafficback { url, click_id, campaign, stream, .. } => {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
+use traffoflex_core::analytics::Analytics;
 use traffoflex_core::clickid::ClickIdCodec;
 use traffoflex_core::events::{self, ConversionEvent, Event, PostbackLogEvent};
 use traffoflex_core::store::{Collection, ConfigStore, Filter, SqliteStore};
@@ -68,6 +69,15 @@ pub async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn ConfigStore> {
 }
 
 pub async fn start(inner: Arc<dyn ConfigStore>, dir: tempfile::TempDir) -> Fixture {
+    start_with_clicks(inner, dir, None).await
+}
+
+/// [`start`], with conversions enriched from the clicks in `clicks`.
+pub async fn start_with_clicks(
+    inner: Arc<dyn ConfigStore>,
+    dir: tempfile::TempDir,
+    clicks: Option<Arc<dyn Analytics>>,
+) -> Fixture {
     let store = Arc::new(SwitchableStore::new(inner));
     let s: &dyn ConfigStore = store.as_ref();
     let source =
@@ -126,7 +136,10 @@ pub async fn start(inner: Arc<dyn ConfigStore>, dir: tempfile::TempDir) -> Fixtu
     let config = Arc::new(LivePostbackConfig::new(store.clone()));
     config.refresh(true).await.expect("first load");
     let codec = ClickIdCodec::single(b"test key");
-    let state = PostbackState::new(config, log, codec.clone(), TrustedProxies::default(), None, &telemetry);
+    let mut state = PostbackState::new(config, log, codec.clone(), TrustedProxies::default(), None, &telemetry);
+    if let Some(clicks) = clicks {
+        state = state.with_clicks(clicks);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = router(Arc::new(state)).into_make_service_with_connect_info::<SocketAddr>();

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use traffoflex_core::analytics::from_micros;
 use traffoflex_core::store::Stored;
 use traffoflex_crds::traffic_source::default_outbound_statuses;
 use traffoflex_crds::{CampaignSpec, ConversionStatus, TrafficSourceSpec};
@@ -90,26 +91,45 @@ impl OutboundRoutes {
 }
 
 /// The value of a macro of an outbound postback URL: names are matched case-insensitively and without `_`
-/// (so the MVP's `transaction_id` is `{transactionId}`). Click facts the click ID doesn't carry (`sub1`…,
-/// UTM fields, `sourceClickId`, `ip`, `country`, `cost`, `param:…`) and unknown names are empty.
+/// (so the MVP's `transaction_id` is `{transactionId}`). Click facts (`sub1`…`sub10` and the MVP's `s1`…`s4`,
+/// UTM fields, `sourceClickId`, `ip`, `country`, `cost`) come from the click analytics had when the postback
+/// came, and are empty when it had none; `param:…` and unknown names are empty.
 fn value(name: &str, c: &Stored<ConversionDoc>, route: &Route) -> String {
     let d = &c.doc;
     let key: String = name.chars().filter(|&ch| ch != '_').flat_map(char::to_lowercase).collect();
     match key.as_str() {
-        "clickid" | "cid" => d.click_id.clone(),
-        "campaignid" => d.campaign_id.clone(),
-        "campaignkey" => route.campaign_key.clone(),
-        "streamid" => d.stream_id.clone(),
-        "destinationid" => d.destination_id.clone(),
-        "source" => route.source_key.clone(),
-        "payout" | "sum" | "revenue" => d.payout.normalize().to_string(),
-        "currency" => d.currency.clone(),
-        "status" => d.status.as_str().to_owned(),
-        "transactionid" => d.transaction_id.clone(),
-        "conversionid" => c.id.clone(),
-        "eventtype" => d.event_type.clone(),
-        "networkid" => d.network_id.clone(),
-        _ => String::new(),
+        "clickid" | "cid" => return d.click_id.clone(),
+        "campaignid" => return d.campaign_id.clone(),
+        "campaignkey" => return route.campaign_key.clone(),
+        "streamid" => return d.stream_id.clone(),
+        "destinationid" => return d.destination_id.clone(),
+        "source" if !route.source_key.is_empty() => return route.source_key.clone(),
+        "payout" | "sum" | "revenue" => return d.payout.normalize().to_string(),
+        "currency" => return d.currency.clone(),
+        "status" => return d.status.as_str().to_owned(),
+        "transactionid" => return d.transaction_id.clone(),
+        "conversionid" => return c.id.clone(),
+        "eventtype" => return d.event_type.clone(),
+        "networkid" => return d.network_id.clone(),
+        _ => {}
+    }
+    let Some(click) = &d.click else { return String::new() };
+    let sub = |n: usize| click.subs.get(n - 1).cloned().unwrap_or_default();
+    match key.as_str() {
+        "source" => click.source.clone(),
+        "sourceclickid" => click.source_click_id.clone(),
+        "ip" => click.ip.clone(),
+        "country" => click.country.clone(),
+        "cost" => from_micros(click.cost_micros).normalize().to_string(),
+        "utmsource" => click.utm_source.clone(),
+        "utmmedium" => click.utm_medium.clone(),
+        "utmcampaign" => click.utm_campaign.clone(),
+        "utmcontent" => click.utm_content.clone(),
+        "utmterm" => click.utm_term.clone(),
+        other => match other.strip_prefix("sub").or_else(|| other.strip_prefix('s')).map(str::parse::<usize>) {
+            Some(Ok(n @ 1..=10)) => sub(n),
+            _ => String::new(),
+        },
     }
 }
 
@@ -194,6 +214,7 @@ mod tests {
                 team_id: "default".into(),
                 attributed: true,
                 click_ts: 0,
+                click: None,
                 ts: 0,
                 revision,
             },
@@ -230,6 +251,35 @@ mod tests {
             p.url,
             "https://src.example/pb?c=CLICK&p=12.5&s=approved&t=tx%201%26x&id=conv-1&k=summer&src=src1&cur=EUR\
              &n=net-1&e=sale&sum=12.5&sub=&u="
+        );
+    }
+
+    #[test]
+    fn click_facts_fill_their_macros_when_analytics_had_the_click() {
+        let r = routes(
+            None,
+            Some(
+                "https://src.example/pb?sub1={sub1}&s2={s2}&sub10={SUB10}&sc={source_click_id}&ip={ip}&geo={country}\
+                 &cost={cost}&us={utmSource}&ut={utm_term}&s11={sub11}&p={param:x}",
+            ),
+            None,
+        );
+        let mut c = conversion(ConversionStatus::Approved, 1);
+        c.doc.click = Some(traffoflex_core::analytics::ClickFacts {
+            source_click_id: "their-7".into(),
+            ip: "203.0.113.9".into(),
+            country: "DE".into(),
+            utm_source: "news".into(),
+            utm_term: "a b".into(),
+            subs: ["one", "two", "", "", "", "", "", "", "", "ten"].map(String::from).to_vec(),
+            cost_micros: 125_000,
+            ..Default::default()
+        });
+        let p = r.plan(&c).unwrap().unwrap();
+        assert_eq!(
+            p.url,
+            "https://src.example/pb?sub1=one&s2=two&sub10=ten&sc=their-7&ip=203.0.113.9&geo=DE&cost=0.125&us=news\
+             &ut=a%20b&s11=&p="
         );
     }
 
