@@ -30,7 +30,7 @@ use traffoflex_core::testenv;
 use traffoflex_dataplane::egress::AddressPolicy;
 use traffoflex_dataplane::postback::outbound::{JobStatus, OutboundJob, OutboundSettings, OutboundWorker};
 
-use postback_support::{Fixture, sqlite, start, start_with_clicks};
+use postback_support::{Extras, Fixture, sqlite, start, start_with};
 
 /// What the traffic source received.
 #[derive(Debug, Clone)]
@@ -440,7 +440,8 @@ async fn click_facts_from_analytics_fill_the_source_url() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clicks: Arc<dyn Analytics> =
         Arc::new(SqliteAnalytics::open(&dir.path().join("analytics.sqlite")).await.expect("analytics"));
-    let f = start_with_clicks(sqlite(&dir).await, dir, Some(Arc::clone(&clicks))).await;
+    let f =
+        start_with(sqlite(&dir).await, dir, Extras { clicks: Some(Arc::clone(&clicks)), ..Extras::default() }).await;
     let url =
         target.url("/pb?s1={sub1}&s2={s2}&sc={source_click_id}&ip={ip}&geo={country}&cost={cost}&uc={utmCampaign}");
     let mut source = f.store.get(Collection::TrafficSources, &f.source).await.expect("read").expect("source");

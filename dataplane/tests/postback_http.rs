@@ -11,7 +11,8 @@ use serde_json::json;
 use traffoflex_core::events::ConversionStatus;
 use traffoflex_dataplane::postback::auth::sign;
 
-use postback_support::fixture;
+use postback_support::{Extras, fixture, sqlite, start_with};
+use traffoflex_dataplane::postback::currency::CurrencyRates;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_postbacks_are_attributed_deduplicated_and_updated() {
@@ -262,4 +263,33 @@ async fn a_store_outage_answers_503_and_records_nothing() {
     assert_eq!(f.events.conversions().len(), 1);
     let logs = f.events.logs();
     assert_eq!((logs[0].outcome.as_str(), logs[0].http_status), ("error", 503));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_are_recorded_as_revenue_in_the_report_currency() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rates = CurrencyRates::parse(Some("USD"), "EUR=1.10,GBP=1.25").expect("rates");
+    let f = start_with(sqlite(&dir).await, dir, Extras { rates, ..Extras::default() }).await;
+    let cid = f.click_id();
+    for (tx, payout, currency) in
+        [("r-1", "10.00", "EUR"), ("r-2", "4", "gbp"), ("r-3", "2.50", "USD"), ("r-4", "7", "CHF")]
+    {
+        let (s, b) =
+            f.get(&format!("/postback/open?clickid={cid}&txid={tx}&payout={payout}&currency={currency}")).await;
+        assert_eq!((s, b["status"].as_str()), (200, Some("accepted")), "{tx}: {b}");
+    }
+    f.shipped(4).await;
+    let got: Vec<(String, String, String)> = f
+        .events
+        .conversions()
+        .iter()
+        .map(|c| (c.payout.to_string(), c.currency.clone(), c.revenue.normalize().to_string()))
+        .collect();
+    let want = [("10", "EUR", "11"), ("4", "GBP", "5"), ("2.5", "USD", "2.5"), ("7", "CHF", "7")];
+    let want: Vec<(String, String, String)> =
+        want.iter().map(|(p, c, r)| ((*p).to_owned(), (*c).to_owned(), (*r).to_owned())).collect();
+    assert_eq!(got, want, "payout and currency as reported; revenue converted where a rate exists");
+    let metrics = f.telemetry.encode_metrics();
+    let line = "traffoflex_postback_unconverted_payouts_total{currency=\"CHF\"} 1";
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
 }

@@ -15,6 +15,7 @@ use traffoflex_core::telemetry::Telemetry;
 use traffoflex_dataplane::clicklog::{ClickLog, ClickLogSettings, Durability, KafkaSink, ShipSettings, Sink};
 use traffoflex_dataplane::egress::AddressPolicy;
 use traffoflex_dataplane::postback::config::LivePostbackConfig;
+use traffoflex_dataplane::postback::currency::CurrencyRates;
 use traffoflex_dataplane::postback::outbound::{OutboundSettings, OutboundWorker};
 use traffoflex_dataplane::postback::server::{PostbackState, router};
 use traffoflex_dataplane::traffic::visitor::TrustedProxies;
@@ -56,6 +57,28 @@ pub struct PostbackSettings {
     pub postback_log_max_bytes: u64,
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    #[command(flatten)]
+    pub currency: CurrencyArgs,
+}
+
+/// Revenue in one report currency.
+#[derive(Debug, Clone, Args)]
+pub struct CurrencyArgs {
+    /// Record revenue in this currency (e.g. USD), converting payouts with `--currency-rates`. Without it
+    /// revenue is the payout as the network reported it.
+    #[arg(long, env = "TRAFFOFLEX_REPORT_CURRENCY")]
+    pub report_currency: Option<String>,
+    /// What one unit of each currency is worth in the report currency: `EUR=1.08,GBP=1.27`.
+    #[arg(long, env = "TRAFFOFLEX_CURRENCY_RATES", default_value = "")]
+    pub currency_rates: String,
+}
+
+impl CurrencyArgs {
+    fn rates(&self) -> anyhow::Result<CurrencyRates> {
+        CurrencyRates::parse(self.report_currency.as_deref(), &self.currency_rates)
+            .map_err(anyhow::Error::msg)
+            .context("--report-currency / --currency-rates")
+    }
 }
 
 /// Outbound postback delivery (the worker every postback process runs).
@@ -82,7 +105,7 @@ impl OutboundArgs {
 
 impl PostbackSettings {
     /// The settings `up` uses: its click settings' shared flags, and its own outbound flags.
-    pub fn for_up(c: &ClickSettings, outbound: &OutboundArgs) -> Self {
+    pub fn for_up(c: &ClickSettings, outbound: &OutboundArgs, currency: &CurrencyArgs) -> Self {
         Self {
             click_id_key: c.click_id_key.clone(),
             trusted_proxies: c.trusted_proxies.clone(),
@@ -90,6 +113,7 @@ impl PostbackSettings {
             reload_interval_ms: c.reload_interval_ms,
             postback_log_max_bytes: 1 << 30,
             outbound: outbound.clone(),
+            currency: currency.clone(),
         }
     }
 }
@@ -126,6 +150,7 @@ pub async fn build<S: Sink>(
     let codec = click_id_codec(settings.click_id_key.as_deref(), data_dir)?;
     let trusted =
         TrustedProxies::parse(&settings.trusted_proxies).map_err(anyhow::Error::msg).context("--trusted-proxies")?;
+    let rates = settings.currency.rates()?;
     let mut log_settings = ClickLogSettings::new(data_dir.join("postbacklog"));
     log_settings.durability = Durability::Durable;
     log_settings.max_bytes = settings.postback_log_max_bytes;
@@ -145,7 +170,8 @@ pub async fn build<S: Sink>(
     let worker = OutboundWorker::new(Arc::clone(config.store()), settings.outbound.settings(), telemetry);
     let outbound = worker.spawn(shutdown);
     let mut state =
-        PostbackState::new(config, Arc::clone(&log), codec, trusted, settings.reload_token.clone(), telemetry);
+        PostbackState::new(config, Arc::clone(&log), codec, trusted, settings.reload_token.clone(), telemetry)
+            .with_rates(rates);
     if let Some(analytics) = analytics {
         state = state.with_clicks(analytics);
     }

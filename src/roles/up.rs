@@ -18,7 +18,7 @@ use traffoflex_dataplane::clicklog::{KafkaSink, Sink};
 use traffoflex_dataplane::ingest::{BatchSettings, Ingester};
 
 use super::api::{AdminBootstrap, ApiFlags};
-use super::postback::{OutboundArgs, Postback, PostbackSettings};
+use super::postback::{CurrencyArgs, OutboundArgs, Postback, PostbackSettings};
 use super::traffic::{ClickSettings, Traffic, build};
 
 /// Settings of `up`.
@@ -39,6 +39,8 @@ pub struct UpArgs {
     pub clicks: ClickSettings,
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    #[command(flatten)]
+    pub currency: CurrencyArgs,
     /// Where the API (and the admin UI) answers.
     #[arg(long, env = "TRAFFOFLEX_API_LISTEN", default_value = "127.0.0.1:8080")]
     pub api_listen: SocketAddr,
@@ -213,7 +215,7 @@ async fn start_roles<S: Sink>(
         shutdown.clone(),
     )
     .await?;
-    let settings = PostbackSettings::for_up(&args.clicks, &args.outbound);
+    let settings = PostbackSettings::for_up(&args.clicks, &args.outbound, &args.currency);
     let postback =
         super::postback::build(&settings, data_dir, store, Some(analytics), sink, postback_telemetry, shutdown.clone())
             .await?;

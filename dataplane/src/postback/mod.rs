@@ -7,15 +7,17 @@
 //! * [`request`] — parameters from the query and a JSON or form body; the redacted request for the log.
 //! * [`auth`] — IP allowlist, token, HMAC signature.
 //! * [`normalize`] — template and alias parameter mapping, payout, currency, status (pure).
+//! * [`currency`] — payouts converted to the report currency from a configured rate table (pure).
 //! * [`record`] — the exactly-once store write: unique-index insert, then duplicate or CAS status update.
 //! * [`process`] — the steps of one postback; [`server`] — the axum routes, responses, events and metrics.
 //! * [`outbound`] — outbound postbacks to traffic sources: a persisted queue, leases, retries.
 //!
-//! Not in this slice: currency conversion (revenue is the payout as reported), and re-emitting the event of
-//! a conversion whose process crashed between the store write and the event append.
+//! Not in this slice: re-emitting the event of a conversion whose process crashed between the store write and
+//! the event append.
 
 pub mod auth;
 pub mod config;
+pub mod currency;
 pub mod normalize;
 pub mod outbound;
 pub mod process;

@@ -25,6 +25,7 @@ use traffoflex_crds::{AuthMode, ClickLookupMode, ConversionStatus};
 
 use super::auth::{AuthError, check_signature, check_token, ip_allowed};
 use super::config::{NetworkEntry, PostbackSnapshot};
+use super::currency::CurrencyRates;
 use super::normalize::{Normalized, normalize};
 use super::record::{ConversionDoc, RecordError, Recorded, record};
 use super::request::{ParamsError, parse_params, redact};
@@ -72,6 +73,8 @@ pub struct Sources<'a> {
     pub snapshot: &'a PostbackSnapshot,
     /// Where clicks are looked up for enrichment, when configured.
     pub clicks: Option<&'a dyn Analytics>,
+    /// The report currency and the rates revenue is converted at.
+    pub rates: &'a CurrencyRates,
 }
 
 /// Runs the postback through every step; fills what it learns into `log`.
@@ -85,7 +88,7 @@ pub async fn process(from: Sources<'_>, inbound: Inbound<'_>, log: &mut Postback
 }
 
 async fn steps(from: Sources<'_>, inbound: Inbound<'_>, log: &mut PostbackLogEvent) -> Result<Recorded, Failure> {
-    let Sources { store, codec, snapshot, clicks } = from;
+    let Sources { store, codec, snapshot, clicks, rates } = from;
     let body = inbound
         .body
         .map_err(|()| fail(StatusCode::PAYLOAD_TOO_LARGE, "payloadTooLarge", "the body is too large or unreadable"))?;
@@ -134,6 +137,7 @@ async fn steps(from: Sources<'_>, inbound: Inbound<'_>, log: &mut PostbackLogEve
     log.click_id.clone_from(&n.click_id);
     log.transaction_id.clone_from(&n.transaction_id);
     let mut doc = attribute(codec, snapshot, network, n)?;
+    doc.revenue = rates.revenue(doc.payout, &doc.currency).amount();
     if let Some(clicks) = clicks {
         enrich(clicks, &mut doc).await;
     }
@@ -184,7 +188,7 @@ fn attribute(
         status: n.status,
         payout: n.payout,
         currency: n.currency,
-        // No rate table yet: revenue is the payout in its own currency.
+        // In the report currency once converted (see `steps`).
         revenue: n.payout,
         event_type: n.event_type,
         campaign_id: String::new(),

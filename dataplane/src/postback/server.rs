@@ -27,6 +27,7 @@ use traffoflex_core::events::{Event, PostbackLogEvent, now_millis};
 use traffoflex_core::telemetry::Telemetry;
 
 use super::config::LivePostbackConfig;
+use super::currency::{CurrencyRates, Revenue};
 use super::outbound::enqueue_for;
 use super::process::{Inbound, Sources, process};
 use crate::clicklog::{ClickLog, Record};
@@ -46,6 +47,8 @@ pub struct PostbackState {
     pub reload_token: Option<String>,
     /// Where clicks are looked up to enrich conversions, when analytics is configured.
     pub clicks: Option<Arc<dyn Analytics>>,
+    /// The report currency revenue is converted to.
+    pub rates: CurrencyRates,
     metrics: PostbackMetrics,
 }
 
@@ -59,6 +62,12 @@ struct PostbackMetrics {
     requests: Family<OutcomeLabel, Counter>,
     event_drops: Counter,
     outbound_enqueue_errors: Counter,
+    unconverted: Family<CurrencyLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CurrencyLabel {
+    currency: String,
 }
 
 impl PostbackState {
@@ -83,8 +92,20 @@ impl PostbackState {
                 "Conversions recorded whose outbound postback could not be queued (answered 503 so the network retries)",
                 metrics.outbound_enqueue_errors.clone(),
             );
+            r.register(
+                "unconverted_payouts",
+                "Conversions whose payout currency has no rate to the report currency (revenue left unconverted)",
+                metrics.unconverted.clone(),
+            );
         });
-        Self { config, log, click_ids, trusted_proxies, reload_token, clicks: None, metrics }
+        let rates = CurrencyRates::none();
+        Self { config, log, click_ids, trusted_proxies, reload_token, clicks: None, rates, metrics }
+    }
+
+    /// Converts revenue to the report currency of `rates`.
+    pub fn with_rates(mut self, rates: CurrencyRates) -> Self {
+        self.rates = rates;
+        self
     }
 
     /// Enriches conversions with their clicks' facts from `analytics`.
@@ -186,10 +207,17 @@ async fn handle(
         codec: &s.click_ids,
         snapshot: &snapshot,
         clicks: s.clicks.as_deref(),
+        rates: &s.rates,
     };
     let outcome = process(from, inbound, &mut log).await;
     let (status, body, outcome_name) = match &outcome {
         Ok((recorded, event)) => {
+            if let Some(ev) = event
+                && let Revenue::NoRate(_) = s.rates.revenue(ev.payout, &ev.currency)
+            {
+                s.metrics.unconverted.get_or_create(&CurrencyLabel { currency: ev.currency.clone() }).inc();
+                tracing::warn!(conversion = %ev.conversion_id, currency = %ev.currency, "no rate to the report currency; revenue recorded unconverted");
+            }
             if let Some(event) = event
                 && s.log.append(Record::from_event(&Event::Conversion(event.clone()))).await.is_dropped()
             {

@@ -17,6 +17,7 @@ use traffoflex_core::telemetry::Telemetry;
 use traffoflex_core::testenv::SwitchableStore;
 use traffoflex_dataplane::clicklog::{Batch, ClickLog, ClickLogSettings, ShipSettings, Sink, SinkError};
 use traffoflex_dataplane::postback::config::LivePostbackConfig;
+use traffoflex_dataplane::postback::currency::CurrencyRates;
 use traffoflex_dataplane::postback::server::{PostbackState, router};
 use traffoflex_dataplane::traffic::visitor::TrustedProxies;
 
@@ -69,15 +70,20 @@ pub async fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn ConfigStore> {
 }
 
 pub async fn start(inner: Arc<dyn ConfigStore>, dir: tempfile::TempDir) -> Fixture {
-    start_with_clicks(inner, dir, None).await
+    start_with(inner, dir, Extras::default()).await
 }
 
-/// [`start`], with conversions enriched from the clicks in `clicks`.
-pub async fn start_with_clicks(
-    inner: Arc<dyn ConfigStore>,
-    dir: tempfile::TempDir,
-    clicks: Option<Arc<dyn Analytics>>,
-) -> Fixture {
+/// What a fixture may add to the postback service.
+#[derive(Default)]
+pub struct Extras {
+    /// Conversions are enriched from the clicks here.
+    pub clicks: Option<Arc<dyn Analytics>>,
+    /// Revenue is converted at these rates.
+    pub rates: CurrencyRates,
+}
+
+/// [`start`] with `extras`.
+pub async fn start_with(inner: Arc<dyn ConfigStore>, dir: tempfile::TempDir, extras: Extras) -> Fixture {
     let store = Arc::new(SwitchableStore::new(inner));
     let s: &dyn ConfigStore = store.as_ref();
     let source =
@@ -136,8 +142,9 @@ pub async fn start_with_clicks(
     let config = Arc::new(LivePostbackConfig::new(store.clone()));
     config.refresh(true).await.expect("first load");
     let codec = ClickIdCodec::single(b"test key");
-    let mut state = PostbackState::new(config, log, codec.clone(), TrustedProxies::default(), None, &telemetry);
-    if let Some(clicks) = clicks {
+    let mut state = PostbackState::new(config, log, codec.clone(), TrustedProxies::default(), None, &telemetry)
+        .with_rates(extras.rates);
+    if let Some(clicks) = extras.clicks {
         state = state.with_clicks(clicks);
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
