@@ -241,7 +241,10 @@ async fn up_demo_redirects_records_and_keeps_data_across_restarts() {
     let report = api.overview_until(Duration::from_secs(5), |r| r["clicks"] == 5 && r["conversions"] == 1);
     assert_eq!((report["clicks"].as_u64(), report["conversions"].as_u64()), (Some(5), Some(1)), "{report}");
     assert_eq!(report["revenue"], "12.50");
+    let marker = data.path().join("postbacklog").join("running");
+    assert!(marker.exists(), "a running postback service keeps its marker");
     stop(first);
+    assert!(!marker.exists(), "Ctrl-C is a clean stop: nothing to replay at the next start");
     let report = overview(data.path()).await;
     assert_eq!((report.clicks, report.conversions), (5, 1), "still there after Ctrl-C");
 

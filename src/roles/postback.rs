@@ -17,6 +17,7 @@ use traffoflex_dataplane::egress::AddressPolicy;
 use traffoflex_dataplane::postback::config::LivePostbackConfig;
 use traffoflex_dataplane::postback::currency::CurrencyRates;
 use traffoflex_dataplane::postback::outbound::{OutboundSettings, OutboundWorker};
+use traffoflex_dataplane::postback::reconcile;
 use traffoflex_dataplane::postback::server::{PostbackState, router};
 use traffoflex_dataplane::traffic::visitor::TrustedProxies;
 
@@ -124,6 +125,8 @@ pub struct Postback {
     pub log: Arc<ClickLog>,
     /// The outbound postback worker; it stops on shutdown once its attempts in flight finish.
     pub outbound: tokio::task::JoinHandle<()>,
+    /// The event log's directory, where the running marker lives.
+    log_dir: std::path::PathBuf,
 }
 
 impl Postback {
@@ -133,6 +136,7 @@ impl Postback {
             tracing::error!(error = %e, "the outbound postback worker failed");
         }
         self.log.close().await;
+        reconcile::clean_stop(&self.log_dir);
     }
 }
 
@@ -151,12 +155,18 @@ pub async fn build<S: Sink>(
     let trusted =
         TrustedProxies::parse(&settings.trusted_proxies).map_err(anyhow::Error::msg).context("--trusted-proxies")?;
     let rates = settings.currency.rates()?;
-    let mut log_settings = ClickLogSettings::new(data_dir.join("postbacklog"));
+    let log_dir = data_dir.join("postbacklog");
+    let mut log_settings = ClickLogSettings::new(log_dir.clone());
     log_settings.durability = Durability::Durable;
     log_settings.max_bytes = settings.postback_log_max_bytes;
     let log = Arc::new(ClickLog::open(log_settings, telemetry).context("opening the postback event log")?);
     log.start_shipper(sink, ShipSettings::default()).context("starting the postback event log shipper")?;
 
+    let unclean = reconcile::unclean_since(&log_dir);
+    if unclean.is_none() {
+        reconcile::beat(&log_dir).context("writing the postback event log's running marker")?;
+    }
+    spawn_reconcile(Arc::clone(&store), Arc::clone(&log), log_dir.clone(), unclean, shutdown.clone());
     let config = Arc::new(LivePostbackConfig::new(store));
     if let Err(e) = config.refresh(true).await {
         tracing::warn!(error = %e, "postback configuration not loaded yet; retrying in the background");
@@ -175,7 +185,41 @@ pub async fn build<S: Sink>(
     if let Some(analytics) = analytics {
         state = state.with_clicks(analytics);
     }
-    Ok(Postback { router: router(Arc::new(state)), log, outbound })
+    Ok(Postback { router: router(Arc::new(state)), log, outbound, log_dir })
+}
+
+/// After an unclean stop (`unclean` is when the last run was last seen), appends again the events of the
+/// conversions changed since, retrying while the store is down; then keeps the heartbeat. The marker keeps
+/// the old time until the replay is done, so a second crash meanwhile replays from the first.
+fn spawn_reconcile(
+    store: Arc<dyn ConfigStore>,
+    log: Arc<ClickLog>,
+    dir: std::path::PathBuf,
+    unclean: Option<reconcile::LastSeen>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        if let Some(since) = unclean {
+            tracing::warn!(%since, "the postback service did not stop cleanly; appending the events of conversions changed since");
+            loop {
+                match reconcile::replay_since(store.as_ref(), &log, since).await {
+                    Ok(n) => {
+                        tracing::info!(conversions = n, "conversion events appended again after an unclean stop");
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "replaying conversion events failed; retrying in 5 s"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            if let Err(e) = reconcile::beat(&dir) {
+                tracing::warn!(error = %e, "could not write the postback heartbeat");
+            }
+        }
+        reconcile::spawn_heartbeat(dir, shutdown);
+    });
 }
 
 pub async fn run(args: PostbackArgs) -> anyhow::Result<()> {

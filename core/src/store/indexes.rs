@@ -142,6 +142,7 @@ pub static INDEXES: &[IndexSpec] = &[
     plain(C::ApiTokens, "apiTokens_userId", &["userId"]),
     unique(C::Conversions, "conversions_networkId_transactionId", &["networkId", "transactionId"]),
     plain(C::Conversions, "conversions_clickId", &["clickId"]),
+    plain(C::Conversions, "conversions_updatedAt", &["updatedAt"]),
     unique(C::OutboundPostbacks, "outboundPostbacks_conversionId_target", &["conversionId", "target"]),
     plain(C::OutboundPostbacks, "outboundPostbacks_status", &["status"]),
     plain(C::DestinationHealth, "destinationHealth_destinationId", &["destinationId"]),

@@ -10,10 +10,8 @@
 //! * [`currency`] — payouts converted to the report currency from a configured rate table (pure).
 //! * [`record`] — the exactly-once store write: unique-index insert, then duplicate or CAS status update.
 //! * [`process`] — the steps of one postback; [`server`] — the axum routes, responses, events and metrics.
+//! * [`reconcile`] — after an unclean stop, conversion events appended again for what changed meanwhile.
 //! * [`outbound`] — outbound postbacks to traffic sources: a persisted queue, leases, retries.
-//!
-//! Not in this slice: re-emitting the event of a conversion whose process crashed between the store write and
-//! the event append.
 
 pub mod auth;
 pub mod config;
@@ -21,6 +19,7 @@ pub mod currency;
 pub mod normalize;
 pub mod outbound;
 pub mod process;
+pub mod reconcile;
 pub mod record;
 pub mod request;
 pub mod server;
