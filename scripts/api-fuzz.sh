@@ -40,9 +40,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Login by e-mail code is on (log delivery), so its endpoints are fuzzed too.
 env -u TRAFFOFLEX_MONGO_URI -u TRAFFOFLEX_CLICKHOUSE_URL \
   TRAFFOFLEX_ADMIN_EMAIL=fuzz@example.org TRAFFOFLEX_ADMIN_PASSWORD=fuzz-password-1 \
-  "$BIN" api --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$WORK/api.log" 2>&1 &
+  "$BIN" api --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --otp-login log >"$WORK/api.log" 2>&1 &
 API_PID=$!
 for _ in $(seq 1 100); do
   curl -sf "$BASE/readyz" >/dev/null 2>&1 && break

@@ -8,9 +8,12 @@
 
 pub mod auth;
 pub mod error;
+pub mod layers;
+mod login_code;
 pub mod objects;
 pub mod openapi;
 mod ops;
+pub mod presets;
 mod reports;
 mod users;
 
@@ -20,6 +23,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use traffoflex_core::analytics::Analytics;
 use traffoflex_core::store::ConfigStore;
@@ -27,6 +31,7 @@ use traffoflex_dataplane::health::probe::AddressPolicy;
 use traffoflex_dataplane::traffic::visitor::{TrustedProxies, client_ip};
 
 use crate::auth::limiter::Limiter;
+use crate::auth::otp::OtpSettings;
 use crate::error::ApiError;
 
 /// How the API behaves.
@@ -51,6 +56,11 @@ pub struct ApiSettings {
     /// Proxies whose `X-Forwarded-For` names the client (for the per-address login limit); without them,
     /// every client behind an ingress would share one budget.
     pub trusted_proxies: TrustedProxies,
+    /// Passwordless login by e-mail one-time code (`POST /auth/otp/*`); off when `None`.
+    pub otp: Option<OtpSettings>,
+    /// Origins of an admin UI served elsewhere, allowed by CORS with credentials (see
+    /// [`layers::parse_cors_origins`]); none: no CORS headers.
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 impl Default for ApiSettings {
@@ -65,6 +75,8 @@ impl Default for ApiSettings {
             reload_token: None,
             health_policy: AddressPolicy::default(),
             trusted_proxies: TrustedProxies::default(),
+            otp: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -128,16 +140,23 @@ impl FromRequestParts<Arc<ApiState>> for ClientIp {
     }
 }
 
-/// The whole API under `/api/v1`, plus the OpenAPI document at `/api/v1/openapi.json`. Serve it with
+/// The whole API under `/api/v1`, plus the OpenAPI document at `/api/v1/openapi.json`, every answer with an
+/// `X-Request-Id` and, for the configured origins, CORS headers. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so login limits see client addresses.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let cors = layers::cors(&state.settings.cors_origins);
     let api = Router::new()
         .merge(users::routes())
         .merge(objects::routes())
+        .merge(presets::routes())
         .merge(reports::routes())
         .merge(ops::routes())
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .fallback(|| async { ApiError::not_found("no such API endpoint (see /api/v1/openapi.json)") })
         .with_state(state);
-    Router::new().nest("/api/v1", api)
+    let mut router = Router::new().nest("/api/v1", api);
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
+    router.layer(axum::middleware::from_fn(layers::request_id))
 }

@@ -319,17 +319,28 @@ pub struct Page<T> {
     pub items: Vec<T>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// How many items match the filters in all, over every page.
+    pub total: u64,
 }
 
-/// Up to `limit` documents of `query` (in its order, which must be by `id`) after `cursor`, and the cursor of
-/// the next page when there is one.
+/// What [`keyset_page`] found.
+pub(crate) struct KeysetPage {
+    pub docs: Vec<Value>,
+    pub next_cursor: Option<String>,
+    /// Documents matching the query's filter, on every page.
+    pub total: u64,
+}
+
+/// Up to `limit` documents of `query` (in its order, which must be by `id`) after `cursor`, the cursor of the
+/// next page when there is one, and how many documents match in all.
 pub(crate) async fn keyset_page(
     state: &ApiState,
     coll: Collection,
     query: Query,
     limit: u64,
     cursor: Option<&String>,
-) -> ApiResult<(Vec<Value>, Option<String>)> {
+) -> ApiResult<KeysetPage> {
+    let total = state.store.count(coll, &query.filter).await?;
     let mut query = query.limit(limit + 1);
     if let Some(cursor) = cursor.filter(|c| !c.is_empty()) {
         query = query.after(cursor.as_str());
@@ -341,7 +352,7 @@ pub(crate) async fn keyset_page(
     } else {
         None
     };
-    Ok((docs, next_cursor))
+    Ok(KeysetPage { docs, next_cursor, total })
 }
 
 /// A list's `?limit`: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
@@ -394,7 +405,7 @@ fn shown<K: ObjectKind>(principal: &Principal, doc: Value) -> Value {
 }
 
 /// The document of `id` if it exists in the caller's team.
-async fn load<K: ObjectKind>(state: &ApiState, principal: &Principal, id: &str) -> ApiResult<Value> {
+pub(crate) async fn load<K: ObjectKind>(state: &ApiState, principal: &Principal, id: &str) -> ApiResult<Value> {
     match state.store.get(K::COLLECTION, id).await? {
         Some(doc) if team_of(&doc) == principal.team() => Ok(doc),
         _ => Err(ApiError::not_found(format!("no {} {id}", K::KIND))),
@@ -421,10 +432,9 @@ async fn list<K: ObjectKind>(
         };
         filter = filter.eq(f.name, value);
     }
-    let (docs, next_cursor) =
-        keyset_page(&state, K::COLLECTION, Query::filtered(filter), limit, params.get("cursor")).await?;
-    let items = docs.into_iter().map(|d| shown::<K>(&principal, d)).collect();
-    Ok(Json(Page { items, next_cursor }))
+    let page = keyset_page(&state, K::COLLECTION, Query::filtered(filter), limit, params.get("cursor")).await?;
+    let items = page.docs.into_iter().map(|d| shown::<K>(&principal, d)).collect();
+    Ok(Json(Page { items, next_cursor: page.next_cursor, total: page.total }))
 }
 
 async fn read<K: ObjectKind>(
@@ -441,8 +451,18 @@ async fn prepare<K: ObjectKind>(
     principal: &Principal,
     body: &[u8],
 ) -> ApiResult<(Value, Option<u64>)> {
-    let value: Value = parse_json(body)?;
-    let Value::Object(mut map) = value else { unreachable!("parse_json checks for an object") };
+    prepare_value::<K>(state, principal, parse_json(body)?).await
+}
+
+/// [`prepare`] for a body already parsed.
+async fn prepare_value<K: ObjectKind>(
+    state: &ApiState,
+    principal: &Principal,
+    value: Value,
+) -> ApiResult<(Value, Option<u64>)> {
+    let Value::Object(mut map) = value else {
+        return Err(ApiError::invalid_field("", "the body must be a JSON object"));
+    };
     let version = match map.get("version") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(|| ApiError::invalid_field("version", "a whole number"))?),
@@ -501,15 +521,52 @@ async fn create<K: ObjectKind>(
 ) -> ApiResult<Response> {
     principal.require(Role::Manager)?;
     let (doc, _) = prepare::<K>(&state, &principal, &body).await?;
-    let stored = state.store.insert(K::COLLECTION, doc).await?;
-    let id = stored.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-    audit(&state, &principal, "create", K::COLLECTION, &id, 1).await;
+    let (id, object) = insert_prepared::<K>(&state, &principal, doc).await?;
     state.config_changed().await;
-    let mut response = (StatusCode::CREATED, Json(render::<K>(stored))).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/{}/{id}", K::PATH)) {
+    let mut response = (StatusCode::CREATED, Json(object)).into_response();
+    if let Some(location) = location::<K>(&id) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// Where an object of `K` is read: `/api/v1/{PATH}/{id}`.
+pub(crate) fn location<K: ObjectKind>(id: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("/api/v1/{}/{id}", K::PATH)).ok()
+}
+
+async fn insert_prepared<K: ObjectKind>(
+    state: &ApiState,
+    principal: &Principal,
+    doc: Value,
+) -> ApiResult<(String, Value)> {
+    let stored = state.store.insert(K::COLLECTION, doc).await?;
+    let id = stored.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    audit(state, principal, "create", K::COLLECTION, &id, 1).await;
+    Ok((id, render::<K>(stored)))
+}
+
+/// Creates an object of `K` in the caller's team from a body, exactly as `POST /{PATH}` does (the same
+/// validation, reference checks and audit entry); answers its ID and the object as rendered. The caller
+/// bumps the configuration revision once its writes are done.
+pub(crate) async fn create_object<K: ObjectKind>(
+    state: &ApiState,
+    principal: &Principal,
+    body: Value,
+) -> ApiResult<(String, Value)> {
+    principal.require(Role::Manager)?;
+    let (doc, _) = prepare_value::<K>(state, principal, body).await?;
+    insert_prepared::<K>(state, principal, doc).await
+}
+
+/// Deletes an object `create_object` made moments ago, when what it was part of failed (audited).
+pub(crate) async fn undo_create<K: ObjectKind>(state: &ApiState, principal: &Principal, id: &str) {
+    match state.store.delete(K::COLLECTION, id, None).await {
+        Ok(()) => audit(state, principal, "delete", K::COLLECTION, id, 0).await,
+        Err(e) => {
+            tracing::error!(error = %e, collection = K::COLLECTION.name(), id, "left behind after a failed write")
+        }
+    }
 }
 
 fn read_only<K: ObjectKind>(id: &str) -> ApiError {

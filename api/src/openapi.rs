@@ -12,14 +12,17 @@ use schemars::Schema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 use traffoflex_core::analytics::{Grouped, IngestionErrorPage, Metrics, PostbackLogPage};
+use traffoflex_crds::{AffiliateNetworkSpec, PostbackTemplateSpec};
 
 use crate::auth::User;
 use crate::error::ErrorBody;
+use crate::login_code::{CodeRequest, CodeRequested, CodeVerify};
 use crate::objects::{
     AffiliateNetworks, AuditEntry, Campaigns, Destinations, Object, ObjectInput, ObjectKind, Page, PostbackTemplates,
     Streams, TrafficSources,
 };
 use crate::ops::{CheckResult, HealthView, OutboundDelivery, ReloadResult};
+use crate::presets::{AppliedPreset, ApplyPresetRequest, NetworkLinks, NetworkPreset, presets};
 use crate::reports::{DailyReport, HealthReport};
 use crate::users::{
     ApiToken, ApproveRequest, Items, LoginRequest, LoginResponse, MeResponse, NewApiToken, RegisterRequest, Team,
@@ -186,6 +189,27 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
         Some(g.subschema_for::<LoginRequest>()),
         (200, "Logged in.", Some(g.subschema_for::<LoginResponse>())),
     );
+    op(
+        "post",
+        "/auth/otp/request",
+        "Auth",
+        "Ask for a one-time login code by e-mail (when enabled; 404 otherwise). The answer is the same whether \
+         or not an account has the address; 429 while a code sent to it is still valid",
+        false,
+        vec![],
+        Some(g.subschema_for::<CodeRequest>()),
+        (202, "Requested.", Some(g.subschema_for::<CodeRequested>())),
+    );
+    op(
+        "post",
+        "/auth/otp/verify",
+        "Auth",
+        "Log in with a one-time code: sets the session cookie and answers the CSRF token, as /auth/login does",
+        false,
+        vec![],
+        Some(g.subschema_for::<CodeVerify>()),
+        (200, "Logged in.", Some(g.subschema_for::<LoginResponse>())),
+    );
     op("post", "/auth/logout", "Auth", "End this session", true, vec![], None, (204, "Logged out.", None));
     op(
         "get",
@@ -293,6 +317,56 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Op> {
     kind_ops::<TrafficSources>(g, &mut ops);
     kind_ops::<AffiliateNetworks>(g, &mut ops);
     kind_ops::<PostbackTemplates>(g, &mut ops);
+    let preset_ids: Vec<&str> = presets().iter().map(|p| p.id.as_str()).collect();
+    ops.push(Op {
+        method: "get",
+        path: "/network-presets".into(),
+        tag: "AffiliateNetwork",
+        summary: "Built-in network presets: offer click-ID parameter, postback parameters and macros, status map, \
+                  auth mode"
+            .into(),
+        auth: true,
+        params: vec![],
+        body: None,
+        ok: (200, "The presets.", Some(g.subschema_for::<Items<NetworkPreset>>())),
+    });
+    ops.push(Op {
+        method: "post",
+        path: "/network-presets/{presetId}/apply".into(),
+        tag: "AffiliateNetwork",
+        summary: "Create a PostbackTemplate and an AffiliateNetwork from a preset (manager or admin)".into(),
+        auth: true,
+        params: vec![json!({"name": "presetId", "in": "path", "required": true, "description": "The preset's ID.",
+                            "schema": {"type": "string", "enum": preset_ids}})],
+        body: Some(g.subschema_for::<ApplyPresetRequest>()),
+        ok: (
+            201,
+            "Created.",
+            Some(g.subschema_for::<AppliedPreset<Object<PostbackTemplateSpec>, Object<AffiliateNetworkSpec>>>()),
+        ),
+    });
+    ops.push(Op {
+        method: "get",
+        path: "/affiliate-networks/{id}/links".into(),
+        tag: "AffiliateNetwork",
+        summary: "Link builder: the destination URL carrying our click ID and the postback URL to paste into the \
+                  network"
+            .into(),
+        auth: true,
+        params: vec![
+            path_id("affiliate network"),
+            query(
+                "baseUrl",
+                "Public URL of the postback endpoint, e.g. `https://pb.example.com`; without it the postback URL \
+                 is a path.",
+                json!({"type": "string"}),
+            ),
+            query("offerUrl", "The network's offer or smartlink URL.", json!({"type": "string"})),
+            query("campaignId", "A campaign whose tracking path to answer too.", json!({"type": "string"})),
+        ],
+        body: None,
+        ok: (200, "The links.", Some(g.subschema_for::<NetworkLinks>())),
+    });
     let mut report = |name: &str, summary: &str, schema: Schema, extra: Vec<Value>| {
         let mut params = report_params();
         params.extend(extra);

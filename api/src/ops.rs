@@ -207,13 +207,14 @@ async fn newest_first<T: serde::de::DeserializeOwned>(
     limit: u64,
     cursor: Option<&String>,
 ) -> ApiResult<Json<Page<T>>> {
-    let (docs, next_cursor) = keyset_page(state, coll, Query::filtered(filter).sort_desc("id"), limit, cursor).await?;
-    let items = docs
+    let page = keyset_page(state, coll, Query::filtered(filter).sort_desc("id"), limit, cursor).await?;
+    let items = page
+        .docs
         .into_iter()
         .map(serde_json::from_value)
         .collect::<Result<Vec<T>, _>>()
         .map_err(|e| ApiError::internal(format!("a stored {coll} document does not fit its type: {e}")))?;
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page { items, next_cursor: page.next_cursor, total: page.total }))
 }
 
 /// The configuration revision every data-plane process now loads.

@@ -28,6 +28,8 @@ pub(crate) fn routes() -> Router<Arc<ApiState>> {
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
         .route("/auth/me", get(me))
+        .route("/auth/otp/request", post(crate::login_code::request))
+        .route("/auth/otp/verify", post(crate::login_code::verify))
         .route("/auth/tokens", post(create_token).get(list_tokens))
         .route("/auth/tokens/{id}", delete(delete_token))
         .route("/users", get(list_users))
@@ -157,7 +159,7 @@ async fn verify(password: String, stored: String) -> bool {
     tokio::task::spawn_blocking(move || secrets::verify_password(&password, &stored)).await.unwrap_or(false)
 }
 
-fn too_many(wait: u64) -> ApiError {
+pub(crate) fn too_many(wait: u64) -> ApiError {
     let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rateLimited", "too many attempts; wait and retry");
     e.retry_after = Some(wait);
     e
@@ -230,6 +232,17 @@ async fn login(
         verify(body.password, secrets::dummy_hash().to_owned()).await;
         return Err(wrong());
     };
+    check_may_log_in(&user)?;
+    if !verify(body.password, user.password_hash.clone()).await {
+        count_failure(&state, &user).await;
+        return Err(wrong());
+    }
+    check_status(&user)?;
+    open_session(&state, user).await
+}
+
+/// 429 while the account is locked after repeated failed logins.
+pub(crate) fn check_may_log_in(user: &UserRecord) -> ApiResult<()> {
     let now = Utc::now();
     if let Some(until) = user.locked_until.filter(|t| *t > now) {
         let mut e = ApiError::new(
@@ -240,18 +253,24 @@ async fn login(
         e.retry_after = Some(u64::try_from((until - now).num_seconds()).unwrap_or(1).max(1));
         return Err(e);
     }
-    if !verify(body.password, user.password_hash.clone()).await {
-        count_failure(&state, &user).await;
-        return Err(wrong());
-    }
+    Ok(())
+}
+
+/// 403 unless an admin approved the account.
+pub(crate) fn check_status(user: &UserRecord) -> ApiResult<()> {
     match user.status {
-        UserStatus::Approved => {}
+        UserStatus::Approved => Ok(()),
         UserStatus::Pending => {
-            return Err(ApiError::forbidden("notApproved", "this account is waiting for an admin's approval"));
+            Err(ApiError::forbidden("notApproved", "this account is waiting for an admin's approval"))
         }
-        UserStatus::Rejected => return Err(ApiError::forbidden("rejected", "this account was rejected by an admin")),
+        UserStatus::Rejected => Err(ApiError::forbidden("rejected", "this account was rejected by an admin")),
     }
-    let mut user = user;
+}
+
+/// Starts a session for an approved `user` who proved who they are: the session cookie and
+/// [`LoginResponse`]. Clears the count of failed logins.
+pub(crate) async fn open_session(state: &ApiState, mut user: UserRecord) -> ApiResult<Response> {
+    let now = Utc::now();
     if user.failed_logins > 0 || user.locked_until.is_some() {
         user.failed_logins = 0;
         user.locked_until = None;
@@ -269,7 +288,7 @@ async fn login(
     state.store.insert(Collection::Sessions, session).await?;
     let body = LoginResponse { csrf_token: csrf, user: User::from(&user), expires_at };
     let mut response = Json(body).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&state, &token, ttl.num_seconds()));
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie(state, &token, ttl.num_seconds()));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

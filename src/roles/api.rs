@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
+use traffoflex_api::auth::otp::{LogDelivery, OtpSettings};
 use traffoflex_api::{ApiSettings, ApiState};
 use traffoflex_core::analytics::{Analytics, open_analytics};
 use traffoflex_core::settings::BackendSettings;
@@ -50,6 +51,27 @@ pub struct ApiFlags {
     /// top of the configuration revision every process polls.
     #[arg(long, env = "TRAFFOFLEX_RELOAD_URLS", value_delimiter = ',')]
     pub reload_urls: Vec<String>,
+    /// Passwordless login by e-mail one-time code, beside passwords: `off`, or `log` (development: the code
+    /// is written to the log instead of being e-mailed).
+    #[arg(long, env = "TRAFFOFLEX_OTP_LOGIN", value_enum, default_value_t = OtpLogin::Off)]
+    pub otp_login: OtpLogin,
+    /// How long a login code is valid (and how long before another can be sent to the same address), in
+    /// seconds (30 to 3600).
+    #[arg(long, env = "TRAFFOFLEX_OTP_TTL_SECONDS", default_value_t = 600)]
+    pub otp_ttl_seconds: u64,
+    /// Origins of an admin UI served elsewhere (`https://admin.example.com,…`), allowed by CORS with
+    /// credentials; none: no CORS headers.
+    #[arg(long, env = "TRAFFOFLEX_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+/// How login codes reach their users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtpLogin {
+    /// No login by code.
+    Off,
+    /// Write codes to the log (development only: whoever reads the log can log in as anyone).
+    Log,
 }
 
 /// The first admin, made when the store has no user yet.
@@ -100,6 +122,19 @@ pub fn build(
 ) -> anyhow::Result<axum::Router> {
     let trusted_proxies =
         TrustedProxies::parse(&data_plane.trusted_proxies).map_err(anyhow::Error::msg).context("--trusted-proxies")?;
+    let cors_origins = traffoflex_api::layers::parse_cors_origins(&flags.cors_origins)
+        .map_err(anyhow::Error::msg)
+        .context("--cors-origins")?;
+    let otp = match flags.otp_login {
+        OtpLogin::Off => None,
+        OtpLogin::Log => {
+            tracing::warn!("login codes are written to the log (--otp-login log): for development only");
+            Some(OtpSettings {
+                ttl: Duration::from_secs(flags.otp_ttl_seconds.clamp(30, 3600)),
+                ..OtpSettings::new(Arc::new(LogDelivery))
+            })
+        }
+    };
     let settings = ApiSettings {
         session_ttl: Duration::from_secs(flags.session_hours.clamp(1, 24 * 30) * 3600),
         secure_cookies: flags.secure_cookies,
@@ -107,6 +142,8 @@ pub fn build(
         reload_token: data_plane.reload_token.clone(),
         health_policy: AddressPolicy { allow_private: data_plane.health_allow_private },
         trusted_proxies,
+        otp,
+        cors_origins,
         ..ApiSettings::default()
     };
     let ready_store = Arc::clone(&store);

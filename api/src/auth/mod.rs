@@ -8,6 +8,7 @@
 //! - Every request re-reads the user: a user rejected or demoted after logging in loses access at once.
 
 pub mod limiter;
+pub mod otp;
 pub mod secrets;
 
 use std::sync::Arc;

@@ -44,10 +44,14 @@ impl Api {
 
     /// On FerretDB (a database of its own), or `None` outside CI when no server is configured.
     pub async fn ferretdb() -> Option<Self> {
+        Self::ferretdb_with(ApiSettings::default()).await
+    }
+
+    pub async fn ferretdb_with(settings: ApiSettings) -> Option<Self> {
         let uri = traffoflex_core::testenv::mongo_uri()?;
         let name = traffoflex_core::testenv::unique_name("api");
         let store = Arc::new(MongoStore::connect(&uri, Some(&name)).await.unwrap());
-        Some(Self::start(store, tempfile::tempdir().unwrap(), ApiSettings::default()).await)
+        Some(Self::start(store, tempfile::tempdir().unwrap(), settings).await)
     }
 
     async fn start(store: Arc<dyn ConfigStore>, dir: tempfile::TempDir, settings: ApiSettings) -> Self {
@@ -228,6 +232,27 @@ impl Session {
 /// The error code of an error body.
 pub fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+/// Runs each listed test, given the settings `$settings()` makes, on the embedded store and on FerretDB.
+#[macro_export]
+macro_rules! on_both_stores_with {
+    ($settings:ident: $($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let (settings, extra) = super::$settings();
+                super::$name(super::support::Api::sqlite_with(settings).await, extra).await;
+            }
+            #[tokio::test]
+            async fn ferretdb() {
+                let (settings, extra) = super::$settings();
+                if let Some(api) = super::support::Api::ferretdb_with(settings).await {
+                    super::$name(api, extra).await;
+                }
+            }
+        }
+    )* };
 }
 
 /// Runs each listed test on the embedded store and on FerretDB.
