@@ -36,6 +36,11 @@ pub struct CampaignSpec {
     pub key: String,
     /// Display name.
     pub name: String,
+    /// An opaque token for the link `/r/{publicToken}` (8–128 letters, digits, `-` and `_`), for links that
+    /// should not show the campaign's key. Keep it unique; of two campaigns with one token the first by ID
+    /// takes the clicks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_token: Option<String>,
     /// `paused` answers 404 to every click.
     #[serde(default)]
     pub status: CampaignStatus,
@@ -118,6 +123,13 @@ impl Validate for CampaignSpec {
         let mut errs = Errors::new();
         errs.key("key", &self.key);
         errs.required_text("name", &self.name, "name", 200);
+        if let Some(token) = &self.public_token {
+            let ok = (8..=128).contains(&token.len())
+                && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                errs.add("publicToken", "use 8–128 letters, digits, `-` and `_`, e.g. `q7Vx2mK9pL`");
+            }
+        }
         errs.link(
             ctx,
             "",

@@ -28,7 +28,7 @@ fn sorted(list: &[&str]) -> Vec<String> {
 #[test]
 fn bad_campaign() {
     let c: CampaignSpec = parse(json!({
-        "key": "Summer Sale!", "name": "", "trafficSourceRef": {"name": "src"},
+        "key": "Summer Sale!", "name": "", "trafficSourceRef": {"name": "src"}, "publicToken": "short/1",
         "trafficbackUrl": "https://{sub1}.fallback.example/tb", "trafficbackMaxDepth": 11,
         "costModel": {"type": "cpc", "value": "0,05", "currency": "usd"},
         "outboundPostbackUrl": "ftp://source.example/pb",
@@ -38,6 +38,7 @@ fn bad_campaign() {
         sorted(&[
             "key",
             "name",
+            "publicToken",
             "trafficSourceRef",
             "trafficbackUrl",
             "trafficbackMaxDepth",
@@ -272,7 +273,7 @@ fn good_objects_of_every_kind_pass() {
     }));
     assert_eq!(stream.validate(ValidationContext::Api), vec![]);
     let campaign: CampaignSpec = parse(json!({
-        "key": "rev-1", "name": "Revshare", "costModel": {"type": "revshare", "value": "40"},
+        "key": "rev-1", "name": "Revshare", "costModel": {"type": "revshare", "value": "40"}, "publicToken": "Qx7-rev_0001",
         "trafficbackUrl": "https://tb.example/?c={campaignKey}&q={param:q}", "trafficbackMaxDepth": 0,
     }));
     assert_eq!(campaign.validate(ValidationContext::Api), vec![]);

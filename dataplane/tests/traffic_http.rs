@@ -41,6 +41,7 @@ impl Sink for Collected {
 
 struct Fixture {
     base: String,
+    campaign: String,
     store: Arc<SwitchableStore>,
     events: Collected,
     log: Arc<ClickLog>,
@@ -75,7 +76,7 @@ async fn start() -> Fixture {
         json!({"name": "Offer B", "url": "https://offer.example/b?c={country}&ip={ip}", "enabled": true}),
     )
     .await;
-    let (campaign, _) = id_of(s, Collection::Campaigns, json!({"key": "summer-sale", "name": "Summer sale", "status": "active", "trafficbackUrl": "https://fallback.example/tb"})).await;
+    let (campaign, _) = id_of(s, Collection::Campaigns, json!({"key": "summer-sale", "name": "Summer sale", "status": "active", "publicToken": "Qx7-summer_42", "trafficbackUrl": "https://fallback.example/tb"})).await;
     id_of(s, Collection::Campaigns, json!({"key": "paused-one", "name": "Paused", "status": "paused", "trafficbackUrl": "https://fallback.example/tb"})).await;
     let (_, stream_de) = id_of(
         s,
@@ -115,7 +116,19 @@ async fn start() -> Fixture {
     let addr = listener.local_addr().expect("addr");
     let app = router(Arc::new(state)).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Fixture { base: format!("http://{addr}"), store, events, log, stream_de, dest_a, dest_b, codec, health, _dir: dir }
+    Fixture {
+        base: format!("http://{addr}"),
+        campaign,
+        store,
+        events,
+        log,
+        stream_de,
+        dest_a,
+        dest_b,
+        codec,
+        health,
+        _dir: dir,
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -210,4 +223,24 @@ async fn clicks_are_routed_recorded_and_survive_a_store_outage() {
     assert!(first.is_unique);
     assert_eq!(events.iter().filter(|e| matches!(e, Event::Trafficback(_))).count(), 2);
     f.log.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mvp_entries_route_by_campaign_id_and_public_token() {
+    let f = start().await;
+    for path in [format!("/go/{}", f.campaign), "/r/Qx7-summer_42".to_owned()] {
+        let r = click(&f, &format!("{path}?country=AT&sub1=x"), MOBILE).await;
+        assert_eq!(r.status(), 302, "{path}");
+        let id = r.headers()["x-click-id"].to_str().unwrap().to_owned();
+        assert_eq!(location(&r), format!("https://offer.example/a?cid={id}&s=x"), "{path} routes as /c/summer-sale");
+    }
+    for path in ["/go/no-such-id", "/r/no-such-token", "/r/summer-sale"] {
+        let r = click(&f, path, MOBILE).await;
+        assert_eq!(r.status(), 404, "{path}");
+        let body: Value = r.json().await.expect("JSON");
+        assert_eq!(body["error"]["code"], "notFound", "{path}");
+    }
+    f.log.close().await;
+    let clicks = f.events.0.lock().unwrap().iter().filter(|e| matches!(e, Event::Click(_))).count();
+    assert_eq!(clicks, 2, "both clicks recorded");
 }

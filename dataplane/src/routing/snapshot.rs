@@ -193,6 +193,7 @@ pub struct RoutingSnapshot {
     pub(crate) destinations: Box<[DestinationEntry]>,
     by_key: HashMap<Box<str>, usize>,
     by_id: HashMap<Box<str>, usize>,
+    by_token: HashMap<Box<str>, usize>,
     destination_by_id: HashMap<Box<str>, usize>,
     /// `None` where two campaign IDs share a fingerprint.
     by_fingerprint: HashMap<[u8; 8], Option<usize>>,
@@ -219,6 +220,11 @@ impl RoutingSnapshot {
     /// The campaign with this ID.
     pub fn campaign_by_id(&self, id: &str) -> Option<&CampaignEntry> {
         self.by_id.get(id).and_then(|&i| self.campaigns.get(i))
+    }
+
+    /// The campaign with this public token (`/r/{publicToken}`).
+    pub fn campaign_by_token(&self, token: &str) -> Option<&CampaignEntry> {
+        self.by_token.get(token).and_then(|&i| self.campaigns.get(i))
     }
 
     /// The destination with this ID.

@@ -1,5 +1,5 @@
-//! The traffic HTTP service: `GET|HEAD /c/{campaignKey}` and the direct trafficback entry `/tb/{campaignKey}`,
-//! plus `POST /internal/reload`.
+//! The traffic HTTP service: `GET|HEAD /c/{campaignKey}`, the MVP's `/go/{campaignId}` and
+//! `/r/{publicToken}`, the direct trafficback entry `/tb/{campaignKey}`, plus `POST /internal/reload`.
 //!
 //! Per click: the snapshot in force (no store access) -> the request's facts -> the routing engine -> the
 //! click event appended to the click log (in durable mode the redirect waits for its group commit, a fraction
@@ -112,6 +112,8 @@ pub fn router(state: Arc<TrafficState>) -> Router {
     Router::new()
         .route("/c/{key}", get(click))
         .route("/tb/{key}", get(trafficback_entry))
+        .route("/go/{id}", get(by_campaign_id))
+        .route("/r/{token}", get(by_public_token))
         .route("/internal/reload", post(reload))
         .with_state(state)
 }
@@ -129,6 +131,32 @@ async fn click(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    handle(&s, Entry::Campaign, &key, peer, query.as_deref().unwrap_or(""), &headers).await
+}
+
+/// The MVP's `/go/{campaignPublicId}`: the campaign by its ID, routed as `/c/{key}`.
+async fn by_campaign_id(
+    State(s): State<Arc<TrafficState>>,
+    Path(id): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let key = s.config.current().snapshot.campaign_by_id(&id).map(|c| c.key().to_owned());
+    let Some(key) = key else { return not_found(&s, "notFound", "no active campaign with this ID") };
+    handle(&s, Entry::Campaign, &key, peer, query.as_deref().unwrap_or(""), &headers).await
+}
+
+/// The MVP's `/r/{publicToken}`: the campaign by its `publicToken`, routed as `/c/{key}`.
+async fn by_public_token(
+    State(s): State<Arc<TrafficState>>,
+    Path(token): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let key = s.config.current().snapshot.campaign_by_token(&token).map(|c| c.key().to_owned());
+    let Some(key) = key else { return not_found(&s, "notFound", "no active campaign with this token") };
     handle(&s, Entry::Campaign, &key, peer, query.as_deref().unwrap_or(""), &headers).await
 }
 

@@ -87,6 +87,16 @@ pub(super) fn build(
                 w.add("Campaign", id, "shares its click-ID fingerprint with another campaign: clicks of both can't be attributed from the ID alone");
             }
         }
+        if let Some(token) = spec.public_token.as_deref().filter(|t| !t.is_empty()) {
+            match snap.by_token.entry(token.into()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(camps.len());
+                }
+                Entry::Occupied(_) => {
+                    w.add("Campaign", id, "its publicToken is another campaign's too; `/r/` goes there")
+                }
+            }
+        }
         snap.by_id.insert(id.as_str().into(), camps.len());
         snap.by_key.insert(spec.key.as_str().into(), camps.len());
         camps.push(entry);
