@@ -28,6 +28,7 @@ use traffoflex_core::store::{
 use traffoflex_core::telemetry::Telemetry;
 use traffoflex_core::testenv;
 use traffoflex_dataplane::egress::AddressPolicy;
+use traffoflex_dataplane::postback::outbound::queue::sweep;
 use traffoflex_dataplane::postback::outbound::{JobStatus, OutboundJob, OutboundSettings, OutboundWorker};
 
 use postback_support::{Extras, Fixture, sqlite, start, start_with};
@@ -414,6 +415,26 @@ impl ConfigStore for QueueDown {
 
 /// The conversion is recorded but its job can't be queued: `503 outboundQueueUnavailable` (the conversion
 /// event is still emitted), and the network's retry — a duplicate — queues the job, delivered once.
+async fn finished_jobs_are_removed_after_their_retention(backend: Backend) {
+    let target = Target::start().await;
+    let Some(f) = service(backend, &target.url(PB_PATH), &["approved", "pending"]).await else { return };
+    let worker = Running::start(&f, true);
+    postback(&f, &f.click_id(), "kept-1", "approved").await;
+    until(&f, "delivered", |j| delivered(j, 1)).await;
+    worker.stop().await;
+    // A pending job, due far in the future: never removed.
+    postback(&f, &f.click_id(), "kept-2", "pending").await;
+    let j = jobs(&f).await;
+    let finished = j.iter().find(|j| j.doc.status == JobStatus::Delivered).expect("delivered").doc.next_attempt_at;
+
+    assert_eq!(sweep(f.store.as_ref(), finished, 100).await.expect("sweep"), 0, "not older than its finish");
+    assert_eq!(jobs(&f).await.len(), 2);
+    let far = events::now_millis() + 3_600_000;
+    assert_eq!(sweep(f.store.as_ref(), far, 100).await.expect("sweep"), 1, "the delivered job only");
+    let left = jobs(&f).await;
+    assert_eq!((left.len(), left[0].doc.status), (1, JobStatus::Pending));
+}
+
 /// The click as the traffic service recorded it, in SQLite analytics.
 fn recorded_click(f: &Fixture, click_id: &str, campaign: &str) -> Event {
     Event::Click(ClickEvent {
@@ -538,6 +559,7 @@ on_both_backends!(
     private_targets_are_refused_unless_allowed,
     a_status_change_is_a_second_delivery,
     a_duplicate_postback_is_not_delivered_again,
+    finished_jobs_are_removed_after_their_retention,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

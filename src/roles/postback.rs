@@ -92,12 +92,16 @@ pub struct OutboundArgs {
     /// How often, in milliseconds, the outbound postback queue is checked for due jobs.
     #[arg(long, env = "TRAFFOFLEX_OUTBOUND_POLL_INTERVAL_MS", default_value_t = 1000)]
     pub outbound_poll_interval_ms: u64,
+    /// Days delivered and failed outbound postbacks (and their delivery logs) are kept.
+    #[arg(long, env = "TRAFFOFLEX_OUTBOUND_RETENTION_DAYS", default_value_t = 30)]
+    pub outbound_retention_days: u64,
 }
 
 impl OutboundArgs {
     fn settings(&self) -> OutboundSettings {
         OutboundSettings {
             poll_interval: Duration::from_millis(self.outbound_poll_interval_ms.max(10)),
+            retention: Duration::from_secs(self.outbound_retention_days.max(1).saturating_mul(24 * 3600)),
             policy: AddressPolicy { allow_private: self.outbound_allow_private },
             ..OutboundSettings::default()
         }

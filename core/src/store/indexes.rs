@@ -145,6 +145,7 @@ pub static INDEXES: &[IndexSpec] = &[
     plain(C::Conversions, "conversions_updatedAt", &["updatedAt"]),
     unique(C::OutboundPostbacks, "outboundPostbacks_conversionId_target", &["conversionId", "target"]),
     plain(C::OutboundPostbacks, "outboundPostbacks_status", &["status"]),
+    plain(C::OutboundPostbacks, "outboundPostbacks_status_nextAttemptAt", &["status", "nextAttemptAt"]),
     plain(C::DestinationHealth, "destinationHealth_destinationId", &["destinationId"]),
     plain(C::AuditLog, "auditLog_objectId", &["objectId"]),
 ];

@@ -156,6 +156,24 @@ pub async fn due(store: &dyn ConfigStore, now: i64, limit: usize, scan: u64) -> 
     Ok(jobs.into_iter().filter(|j| j.doc.next_attempt_at <= now).take(limit).collect())
 }
 
+/// Removes delivered and failed jobs that finished before `before` (Unix ms), oldest first, at most `limit`;
+/// returns how many. Pending jobs are never removed.
+pub async fn sweep(store: &dyn ConfigStore, before: i64, limit: u64) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    for status in [JobStatus::Delivered, JobStatus::Failed] {
+        let query = Query::new().eq("status", status.as_str()).sort_asc("nextAttemptAt").limit(limit);
+        let jobs: Vec<StoredJob> = store.find_as(Collection::OutboundPostbacks, &query).await?;
+        for job in jobs.iter().take_while(|j| j.doc.next_attempt_at < before) {
+            match store.delete(Collection::OutboundPostbacks, &job.id, Some(job.version)).await {
+                Ok(()) => removed += 1,
+                Err(StoreError::VersionConflict { .. } | StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Leases `job` to `owner` until `until` (Unix ms). `None` when another worker changed it first.
 pub async fn claim(
     store: &dyn ConfigStore,

@@ -38,6 +38,8 @@ pub struct OutboundSettings {
     /// Attempts in flight at once.
     pub concurrency: usize,
     pub policy: AddressPolicy,
+    /// Delivered and failed jobs (with their delivery logs) are removed this long after they finished.
+    pub retention: Duration,
 }
 
 impl Default for OutboundSettings {
@@ -51,9 +53,14 @@ impl Default for OutboundSettings {
             batch: 64,
             concurrency: 16,
             policy: AddressPolicy::default(),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
+
+/// How often a worker removes finished jobs past their retention, and how many at most each time.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+const SWEEP_BATCH: u64 = 1000;
 
 /// The wait after `failed` failed attempts (1 -> `base`, 2 -> 4 × `base`, 3 -> 16 × `base`, …).
 pub fn backoff(base: Duration, failed: u32) -> Duration {
@@ -101,7 +108,12 @@ impl OutboundWorker {
 
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(worker = %self.id, "outbound postback worker started");
+        let mut swept: Option<std::time::Instant> = None;
         while !shutdown.is_cancelled() {
+            if swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+                swept = Some(std::time::Instant::now());
+                self.sweep().await;
+            }
             let full = match self.tick().await {
                 Ok(n) => n >= self.settings.batch,
                 Err(e) => {
@@ -118,6 +130,17 @@ impl OutboundWorker {
             }
         }
         tracing::info!(worker = %self.id, "outbound postback worker stopped");
+    }
+
+    /// Removes the finished jobs older than the retention, a bounded number per call.
+    async fn sweep(&self) {
+        let retention = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
+        let before = now_millis().saturating_sub(retention);
+        match queue::sweep(self.store.as_ref(), before, SWEEP_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "finished outbound postback jobs past their retention removed"),
+            Err(e) => tracing::warn!(error = %e, "removing old outbound postback jobs failed; retrying later"),
+        }
     }
 
     /// One pass: claims the due jobs and makes one attempt at each. Returns how many were claimed.
