@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Every role in one process (embedded backends unless backend flags are given).
-    Up(roles::up::UpArgs),
+    Up(Box<roles::up::UpArgs>),
     /// The admin and automation API (and the admin UI).
     Api(roles::api::ApiArgs),
     /// The public click entry points.
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             run(runtime.block_on(roles::migrate::run(&backends, kafka_replication)))
         }
         Command::Ingest(args) => run(runtime.block_on(roles::ingest::run(args))),
-        Command::Up(args) => run(runtime.block_on(roles::up::run(args))),
+        Command::Up(args) => run(runtime.block_on(roles::up::run(*args))),
         Command::Api(args) => run(runtime.block_on(roles::api::run(args))),
         Command::Traffic(args) => run(runtime.block_on(roles::traffic::run(args))),
         Command::Postback(args) => run(runtime.block_on(roles::postback::run(args))),

@@ -16,6 +16,7 @@ use traffoflex_dataplane::clicklog::{ClickLog, ClickLogSettings, Durability, Kaf
 use traffoflex_dataplane::health::checker::{HealthChecker, HealthSettings, SharedHealth, spawn_health_view};
 use traffoflex_dataplane::health::probe::AddressPolicy;
 use traffoflex_dataplane::traffic::config::LiveConfig;
+use traffoflex_dataplane::traffic::geo::GeoIp;
 use traffoflex_dataplane::traffic::server::{TrafficState, router};
 use traffoflex_dataplane::traffic::stats::DestinationStats;
 use traffoflex_dataplane::traffic::visitor::TrustedProxies;
@@ -50,6 +51,12 @@ pub struct ClickSettings {
     /// Proxies whose `X-Forwarded-For` is believed: comma-separated CIDRs or addresses.
     #[arg(long, env = "TRAFFOFLEX_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// A MaxMind country or city database (`.mmdb`) for the visitor's country, region and city.
+    #[arg(long, env = "TRAFFOFLEX_GEOIP_DB")]
+    pub geoip_db: Option<std::path::PathBuf>,
+    /// A MaxMind ASN or ISP database (`.mmdb`) for the visitor's ASN and ISP.
+    #[arg(long, env = "TRAFFOFLEX_GEOIP_ASN_DB")]
+    pub geoip_asn_db: Option<std::path::PathBuf>,
     /// A header a trusted edge sets to the visitor's ISO country code (e.g. `CF-IPCountry`).
     #[arg(long, env = "TRAFFOFLEX_COUNTRY_HEADER")]
     pub country_header: Option<String>,
@@ -128,6 +135,9 @@ pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
         Some(h) => Some(h.parse::<axum::http::HeaderName>().with_context(|| format!("--country-header {h}"))?),
         None => None,
     };
+    let geo = GeoIp::open(settings.geoip_db.as_deref(), settings.geoip_asn_db.as_deref())
+        .map_err(anyhow::Error::msg)
+        .context("--geoip-db / --geoip-asn-db")?;
     let mut log_settings = ClickLogSettings::new(data_dir.join("clicklog"));
     log_settings.durability = settings.click_durability;
     log_settings.max_bytes = settings.click_log_max_bytes;
@@ -175,7 +185,8 @@ pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
             telemetry,
         )
         .with_health(health)
-        .with_stats(stats),
+        .with_stats(stats)
+        .with_geo(Arc::new(geo)),
     );
     Ok(Traffic { router: router(state), log })
 }

@@ -22,6 +22,7 @@ use traffoflex_core::events::{ClickEvent, Event};
 use traffoflex_core::telemetry::Telemetry;
 
 use super::config::LiveConfig;
+use super::geo::GeoIp;
 use super::stats::DestinationStats;
 use super::unique::UniqueVisitors;
 use super::visitor::{TrustedProxies, client_ip, device, language};
@@ -45,6 +46,8 @@ pub struct TrafficState {
     pub health: SharedHealth,
     /// Cap usage and bestRoi figures; refreshed from analytics in the background, plus this process's clicks.
     pub stats: Arc<DestinationStats>,
+    /// Location and network of visitors from MaxMind databases, when configured.
+    pub geo: Arc<GeoIp>,
     metrics: TrafficMetrics,
 }
 
@@ -90,6 +93,7 @@ impl TrafficState {
             unique: UniqueVisitors::new(1 << 20, 24 * 3600 * 1000),
             health: SharedHealth::default(),
             stats: Arc::new(DestinationStats::new()),
+            geo: Arc::new(GeoIp::none()),
             metrics,
         }
     }
@@ -97,6 +101,12 @@ impl TrafficState {
     /// Routes around the destinations `health` says are down.
     pub fn with_health(mut self, health: SharedHealth) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Fills country, region, city, ASN and ISP from `geo` where the request leaves them empty.
+    pub fn with_geo(mut self, geo: Arc<GeoIp>) -> Self {
+        self.geo = geo;
         self
     }
 
@@ -209,6 +219,24 @@ async fn handle(
         let c = header_str(headers, h.clone());
         if c.len() == 2 {
             ctx.country = c.to_ascii_uppercase().into();
+        }
+    }
+    if s.geo.is_enabled() {
+        let g = s.geo.lookup(ip);
+        if ctx.country.is_empty() {
+            ctx.country = g.country.into();
+        }
+        if ctx.region.is_empty() {
+            ctx.region = g.region.into();
+        }
+        if ctx.city.is_empty() {
+            ctx.city = g.city.into();
+        }
+        if ctx.isp.is_empty() {
+            ctx.isp = g.isp.into();
+        }
+        if ctx.asn.is_none() {
+            ctx.asn = g.asn;
         }
     }
     ctx.referrer = header_str(headers, header::REFERER).into();
