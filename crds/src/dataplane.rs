@@ -198,6 +198,20 @@ pub struct ComponentStatus {
     /// Requests (or events) per second over all pods, as last measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_requests_per_second: Option<f64>,
+    /// The ready pods the operator reached, with the configuration revision each has loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodStatus>,
+}
+
+/// One ready pod of a component.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// The pod (or its address, when its EndpointSlice names no pod).
+    pub name: String,
+    /// The configuration revision it serves; absent when its `/metrics` could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_revision: Option<String>,
 }
 
 impl Validate for DataPlaneSpec {

@@ -45,7 +45,7 @@ pub use caps::{CapMetric, CapRule, Caps};
 pub use common::{Amount, ConversionStatus, Money, ObjectRef, SecretKeyRef};
 pub use condition::{Condition, ConditionField, ConditionOp, ConditionRule, ConditionValue};
 pub use crd::{all_crds, try_crds_yaml};
-pub use dataplane::{Component, ComponentSpec, ComponentStatus, DataPlane, DataPlaneSpec, DataPlaneStatus};
+pub use dataplane::{Component, ComponentSpec, ComponentStatus, DataPlane, DataPlaneSpec, DataPlaneStatus, PodStatus};
 pub use destination::{Destination, DestinationSpec, HealthCheck, ManualStatus};
 pub use postback_template::{PostbackParams, PostbackTemplate, PostbackTemplateSpec};
 pub use schedule::{Schedule, ScheduleWindow, Weekday};

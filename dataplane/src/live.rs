@@ -12,8 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 use traffoflex_core::store::{ConfigStore, StoreError};
+use traffoflex_core::telemetry::Telemetry;
 
 /// A configuration a service serves from.
 pub trait Snapshot: Default + Send + Sync + 'static {
@@ -26,6 +30,11 @@ pub trait Snapshot: Default + Send + Sync + 'static {
     /// Builds it from the store. Implementations read the revision first, so a write racing the load leaves
     /// the loaded revision behind the store's and the next check loads again.
     fn load(store: &dyn ConfigStore) -> impl Future<Output = Result<Self, StoreError>> + Send;
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevisionLabel {
+    revision: String,
 }
 
 /// The snapshot in force, shared by every request.
@@ -67,6 +76,31 @@ impl<T: Snapshot> Live<T> {
         tracing::info!(what = T::WHAT, revision = %loaded.revision(), "configuration loaded");
         self.current.store(Arc::new(loaded));
         Ok(true)
+    }
+
+    /// Exposes the revision in force as `traffoflex_config_loaded_revision{revision="…"} 1` in `telemetry`
+    /// (checked every second until `shutdown`), so whoever scrapes the process sees what it serves.
+    pub fn spawn_revision_metric(self: &Arc<Self>, telemetry: &Telemetry, shutdown: CancellationToken) {
+        let family = Family::<RevisionLabel, Gauge>::default();
+        telemetry.register("traffoflex_config", |r| {
+            r.register("loaded_revision", "The configuration revision this process serves (the label)", family.clone());
+        });
+        let live = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut shown = String::new();
+            loop {
+                let revision = live.current.load().revision().to_owned();
+                if revision != shown {
+                    family.clear();
+                    family.get_or_create(&RevisionLabel { revision: revision.clone() }).set(1);
+                    shown = revision;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
     }
 
     /// Checks the revision every `interval` until `shutdown`; failures keep the last snapshot and are logged.

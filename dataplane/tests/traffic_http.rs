@@ -244,3 +244,38 @@ async fn the_mvp_entries_route_by_campaign_id_and_public_token() {
     let clicks = f.events.0.lock().unwrap().iter().filter(|e| matches!(e, Event::Click(_))).count();
     assert_eq!(clicks, 2, "both clicks recorded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loaded_revision_is_in_the_metrics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn ConfigStore> =
+        Arc::new(SqliteStore::open(&dir.path().join("config.sqlite")).await.expect("store"));
+    let config = Arc::new(LiveConfig::new(Arc::clone(&store)));
+    config.refresh(true).await.expect("load");
+    let telemetry = Telemetry::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    config.spawn_revision_metric(&telemetry, stop.clone());
+    let line = |revision: &str| format!("traffoflex_config_loaded_revision{{revision=\"{revision}\"}} 1");
+    let first = config.current().revision.clone();
+    let shows = |want: String| {
+        let telemetry = telemetry.clone();
+        async move {
+            for _ in 0..40 {
+                let text = telemetry.encode_metrics();
+                if text.contains(&want) {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{want} not in\n{}", telemetry.encode_metrics());
+        }
+    };
+    shows(line(&first)).await;
+    store.bump_config_revision().await.expect("revision");
+    config.refresh(false).await.expect("reload");
+    let second = config.current().revision.clone();
+    assert_ne!(first, second);
+    let text = shows(line(&second)).await;
+    assert!(!text.contains(&line(&first)), "only the revision in force: {text}");
+    stop.cancel();
+}

@@ -48,6 +48,12 @@ pub struct Context {
     pub store: Arc<dyn ConfigStore>,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Scaling and reload settings of the DataPlane controller.
+    pub dataplane: crate::DataPlaneSettings,
+    /// What the scaler remembers, per DataPlane (UID) and component.
+    pub scalers: std::sync::Mutex<std::collections::HashMap<(String, &'static str), crate::dataplane::ScaleState>>,
+    /// Woken after a change reached the store: the data-plane pods are told to reload.
+    pub reload_wanted: tokio::sync::Notify,
 }
 
 /// A reconciliation that could not finish; it is retried after [`ERROR_RETRY`].
@@ -76,6 +82,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, stop: Cancellatio
         run_one::<AffiliateNetwork>(ctx.clone(), ns, stop.clone()),
         run_one::<PostbackTemplate>(ctx.clone(), ns, stop.clone()),
         crate::dataplane::run(ctx.clone(), ns, stop.clone()),
+        crate::dataplane::push_reloads(ctx.clone(), ns, stop.clone()),
     );
 }
 
@@ -243,6 +250,9 @@ async fn sync<K: Mirrored>(obj: &K, ctx: &Context, namespace: &str) -> Result<Ou
             true
         }
     };
+    if changed {
+        ctx.reload_wanted.notify_one();
+    }
     Ok(Outcome::Synced { store_id: id, changed })
 }
 
@@ -313,6 +323,7 @@ async fn cleanup<K: Mirrored>(obj: Arc<K>, ctx: &Context, namespace: &str) -> Re
         Ok(()) => {
             ctx.metrics.store_writes.get_or_create(&KindLabel { kind }).inc();
             tracing::info!(kind, namespace, name = %obj.name_any(), store_id = id, "deleted from the store");
+            ctx.reload_wanted.notify_one();
         }
         Err(StoreError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),

@@ -2,9 +2,11 @@
 //! DataPlane's image, a Service in front of `traffic` and `postback`, and a status with each component's
 //! replicas. Written with server-side apply and owned by the DataPlane (deleting it deletes them).
 //!
-//! Each Deployment gets `minReplicas` replicas. Scaling on the request rate between `minReplicas` and
-//! `maxReplicas`, and reload signals to every pod, are not done yet: the data plane polls the configuration
-//! revision every second on its own.
+//! Replicas: the Deployments are applied without `replicas`; the operator sets them through the scale
+//! subresource (as field manager `traffoflex-autoscaler`), from the request rate the ready pods of
+//! `traffic` and `postback` report in `/metrics`, between `minReplicas` and `maxReplicas`, stabilised (see
+//! [`crate::autoscale`]). The ingester runs `minReplicas`. Every scale interval the status shows each
+//! component's replicas, the observed rate and the configuration revision each ready pod serves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use traffoflex_crds::status::{READY, SYNCED, set_condition};
 use traffoflex_crds::{
-    Component, ComponentStatus, ConditionStatus, DataPlane, DataPlaneStatus, StatusCondition, Validate,
+    Component, ComponentStatus, ConditionStatus, DataPlane, DataPlaneStatus, PodStatus, StatusCondition, Validate,
     ValidationContext,
 };
 
@@ -111,7 +113,8 @@ pub fn deployment(dp: &DataPlane, component: Component) -> Deployment {
     Deployment {
         metadata: metadata(dp, component),
         spec: Some(DeploymentSpec {
-            replicas: Some(resolved.min_replicas),
+            // Set through the scale subresource (see the module docs), so applying never resets it.
+            replicas: None,
             selector: LabelSelector { match_labels: Some(labels(dp, component)), ..LabelSelector::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels(dp, component)), ..ObjectMeta::default() }),
@@ -145,18 +148,29 @@ pub fn service(dp: &DataPlane, component: Component) -> Option<Service> {
     })
 }
 
-/// The status from the Deployments as they are (`None`: not there yet). (Pure.)
+/// What the operator measured of one component this round.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The replicas it asked for.
+    pub desired: i32,
+    /// The component's request rate, when measured.
+    pub rate: Option<f64>,
+    /// The ready pods it reached.
+    pub pods: Vec<PodStatus>,
+}
+
+/// The status from the Deployments as they are (`None`: not there yet) and what was measured. (Pure.)
 pub fn status_for(
     dp: &DataPlane,
-    deployments: &[(Component, Option<Deployment>)],
+    deployments: &[(Component, Option<Deployment>, Observed)],
     invalid: Option<String>,
 ) -> DataPlaneStatus {
     let mut status = dp.status.clone().unwrap_or_default();
     let generation = dp.meta().generation;
     status.observed_generation = generation;
     let mut all_ready = true;
-    for (component, deployment) in deployments {
-        let desired = dp.spec.resolved(*component).min_replicas;
+    for (component, deployment, measured) in deployments {
+        let desired = measured.desired;
         let observed = deployment.as_ref().and_then(|d| d.status.clone()).unwrap_or_default();
         let ready = observed.ready_replicas.unwrap_or(0);
         all_ready &= ready >= desired;
@@ -164,7 +178,8 @@ pub fn status_for(
             desired_replicas: desired,
             replicas: observed.replicas.unwrap_or(0),
             ready_replicas: ready,
-            observed_requests_per_second: None,
+            observed_requests_per_second: measured.rate.map(|r| (r * 100.0).round() / 100.0),
+            pods: measured.pods.clone(),
         };
         match component {
             Component::Traffic => status.traffic = Some(component_status),
@@ -192,7 +207,7 @@ pub fn status_for(
             } else {
                 let waiting: Vec<String> = deployments
                     .iter()
-                    .filter_map(|(c, _)| {
+                    .filter_map(|(c, _, _)| {
                         let s = match c {
                             Component::Traffic => status.traffic.as_ref(),
                             Component::Postback => status.postback.as_ref(),
@@ -240,6 +255,56 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, stop: CancellationT
         .await;
 }
 
+/// After every change that reached the store, tells each ready `traffic` and `postback` pod of every
+/// DataPlane to reload (changes within 200 ms are one signal). The pods also poll the store's revision every
+/// second, so a signal that fails only delays a change by that second.
+pub async fn push_reloads(ctx: Arc<Context>, namespace: Option<&str>, stop: CancellationToken) {
+    let dataplanes: Api<DataPlane> = match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    loop {
+        tokio::select! {
+            () = ctx.reload_wanted.notified() => {}
+            () = stop.cancelled() => return,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let list = match dataplanes.list(&kube::api::ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list DataPlanes to send reload signals; the pods' own polling picks the change up");
+                continue;
+            }
+        };
+        let mut targets = Vec::new();
+        for dp in &list {
+            let Some(ns) = dp.namespace() else { continue };
+            for component in [Component::Traffic, Component::Postback] {
+                let service = object_name(dp, component);
+                match crate::pods::ready_endpoints(&ctx.client, &ns, &service).await {
+                    Ok(endpoints) => targets.extend(endpoints),
+                    Err(e) => tracing::warn!(%service, error = %e, "cannot list the service's endpoints"),
+                }
+            }
+        }
+        let token = ctx.dataplane.reload_token.as_deref();
+        let results = futures::future::join_all(targets.iter().map(|e| crate::pods::reload(e.addr, token))).await;
+        for (endpoint, result) in targets.iter().zip(results) {
+            let kind = match result {
+                Ok(revision) => {
+                    tracing::debug!(pod = %endpoint.name, %revision, "reload signal sent");
+                    "ok"
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %endpoint.name, error = %e, "reload signal failed; the pod's polling picks the change up");
+                    "error"
+                }
+            };
+            ctx.metrics.reload_pushes.get_or_create(&crate::metrics::KindLabel { kind }).inc();
+        }
+    }
+}
+
 fn error_policy(dp: Arc<DataPlane>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(kind = "DataPlane", name = %dp.name_any(), %error, "reconciliation failed; retrying");
     ctx.metrics.errors.get_or_create(&crate::metrics::KindLabel { kind: "DataPlane" }).inc();
@@ -261,7 +326,8 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Erro
             if let Some(svc) = service(&dp, component) {
                 services.patch(&name, &params, &Patch::Apply(&svc)).await?;
             }
-            applied.push((component, Some(deployment)));
+            let observed = scale(&dp, component, &deployment, &api, &ctx, &namespace).await?;
+            applied.push((component, Some(deployment), observed));
         }
         (applied, None)
     } else {
@@ -276,8 +342,109 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Erro
         let api: Api<DataPlane> = Api::namespaced(client.clone(), &namespace);
         api.patch_status(&dp.name_any(), &params, &Patch::Apply(&patch)).await?;
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(ctx.dataplane.scale_interval))
 }
+
+/// The request counter a component's pods report, if it scales on one.
+fn request_counter(component: Component) -> Option<&'static str> {
+    match component {
+        Component::Traffic => Some("traffoflex_traffic_requests_total"),
+        Component::Postback => Some("traffoflex_postback_requests_total"),
+        Component::Ingest => None,
+    }
+}
+
+/// The gauge whose `revision` label is the configuration a pod serves.
+pub const REVISION_METRIC: &str = "traffoflex_config_loaded_revision";
+
+/// Measures one component and sets its replicas through the scale subresource when they should change.
+async fn scale(
+    dp: &DataPlane,
+    component: Component,
+    deployment: &Deployment,
+    api: &Api<Deployment>,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Observed, Error> {
+    let name = object_name(dp, component);
+    let resolved = dp.spec.resolved(component);
+    let current = deployment.spec.as_ref().and_then(|s| s.replicas);
+    let key = (dp.uid().unwrap_or_default(), component.as_str());
+    let now = std::time::Instant::now();
+    {
+        // Other events (a status write, a Deployment change) re-run the reconcile between rounds; measure once
+        // per interval so every rate spans one.
+        let states = ctx.scalers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = states.get(&key)
+            && state
+                .measured_at
+                .is_some_and(|at| now.saturating_duration_since(at) < ctx.dataplane.scale_interval * 4 / 5)
+            && current == Some(state.last.desired)
+        {
+            return Ok(state.last.clone());
+        }
+    }
+    let mut pods = Vec::new();
+    let mut totals = BTreeMap::new();
+    if let Some(counter) = request_counter(component) {
+        let endpoints = crate::pods::ready_endpoints(&ctx.client, namespace, &name).await.unwrap_or_else(|e| {
+            tracing::warn!(service = %name, error = %e, "cannot list the service's endpoints");
+            Vec::new()
+        });
+        let scraped = futures::future::join_all(endpoints.iter().map(|e| crate::pods::metrics(e.addr))).await;
+        for (endpoint, text) in endpoints.into_iter().zip(scraped) {
+            let config_revision = match text {
+                Ok(text) => {
+                    if let Some(total) = crate::autoscale::counter_total(&text, counter) {
+                        totals.insert(endpoint.name.clone(), total);
+                    }
+                    crate::autoscale::label_of(&text, REVISION_METRIC, "revision")
+                }
+                Err(e) => {
+                    tracing::debug!(pod = %endpoint.name, error = %e, "cannot read the pod's metrics");
+                    None
+                }
+            };
+            pods.push(PodStatus { name: endpoint.name, config_revision });
+        }
+    }
+    let bounds = crate::autoscale::Bounds {
+        min: resolved.min_replicas,
+        max: resolved.max_replicas,
+        target_per_pod: resolved.target_requests_per_second as f64,
+    };
+    let (rate, desired) = {
+        let mut states = ctx.scalers.lock().unwrap_or_else(|p| p.into_inner());
+        let state = states.entry(key.clone()).or_default();
+        let rate = if request_counter(component).is_some() { state.scaler.observe(&totals, now) } else { None };
+        let start = current.unwrap_or(resolved.min_replicas);
+        (rate, state.scaler.desired(rate, start, bounds, ctx.dataplane.scale_down_window, now))
+    };
+    if current != Some(desired) {
+        let patch = json!({"spec": {"replicas": desired}});
+        let params = PatchParams { field_manager: Some(SCALER_MANAGER.to_owned()), ..PatchParams::default() };
+        api.patch_scale(&name, &params, &Patch::Merge(&patch)).await?;
+        tracing::info!(deployment = %name, from = ?current, to = desired, rate = ?rate, "scaled");
+        ctx.metrics.scalings.get_or_create(&crate::metrics::KindLabel { kind: component.as_str() }).inc();
+    }
+    let observed = Observed { desired, rate, pods };
+    let mut states = ctx.scalers.lock().unwrap_or_else(|p| p.into_inner());
+    let state = states.entry(key).or_default();
+    state.measured_at = Some(now);
+    state.last = observed.clone();
+    Ok(observed)
+}
+
+/// What the scaler keeps of one component between reconciles.
+#[derive(Debug, Default)]
+pub struct ScaleState {
+    scaler: crate::autoscale::ComponentScaler,
+    measured_at: Option<std::time::Instant>,
+    last: Observed,
+}
+
+/// The field manager of the replicas the operator sets.
+pub const SCALER_MANAGER: &str = "traffoflex-autoscaler";
 
 /// Whether the status says something new (condition times aside).
 fn changed(previous: Option<&DataPlaneStatus>, next: &DataPlaneStatus) -> bool {
@@ -325,7 +492,7 @@ mod tests {
         assert_eq!(owner.len(), 1);
         assert_eq!((owner[0].kind.as_str(), owner[0].controller), ("DataPlane", Some(true)));
         let spec = d.spec.unwrap_or_default();
-        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.replicas, None, "replicas are set through the scale subresource, never applied");
         let pod = spec.template.spec.unwrap_or_default();
         let c = &pod.containers[0];
         assert_eq!(c.args, Some(vec!["traffic".to_owned()]));
@@ -336,9 +503,11 @@ mod tests {
         );
         let from = c.env_from.clone().unwrap_or_default();
         assert_eq!(from[0].secret_ref.as_ref().map(|s| s.name.as_str()), Some("backends"));
-        // Defaults where the spec says nothing: postback 1, ingest 1.
-        assert_eq!(deployment(&dp, Component::Postback).spec.and_then(|s| s.replicas), Some(1));
-        assert_eq!(deployment(&dp, Component::Ingest).spec.and_then(|s| s.replicas), Some(1));
+        // Defaults where the spec says nothing: postback 1 to 5, ingest 1 to 3.
+        assert_eq!(
+            (dp.spec.resolved(Component::Postback).min_replicas, dp.spec.resolved(Component::Postback).max_replicas),
+            (1, 5)
+        );
         assert!(service(&dp, Component::Ingest).is_none());
         let svc = service(&dp, Component::Postback).and_then(|s| s.spec).unwrap_or_default();
         assert_eq!(svc.ports.unwrap_or_default()[0].port, 8082);
@@ -352,13 +521,20 @@ mod tests {
             d.status = Some(DeploymentStatus { replicas: Some(3), ready_replicas: Some(ready), ..Default::default() });
             d
         };
-        let status = status_for(&dp, &[(Component::Traffic, Some(with_ready(1)))], None);
+        let three = Observed {
+            desired: 3,
+            rate: Some(12.345),
+            pods: vec![PodStatus { name: "p1".into(), config_revision: Some("r:2".into()) }],
+        };
+        let status = status_for(&dp, &[(Component::Traffic, Some(with_ready(1)), three.clone())], None);
         let ready =
             status.conditions.iter().find(|c| c.type_ == READY).cloned().unwrap_or_else(|| panic!("{status:?}"));
         assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::False, REASON_PROGRESSING));
         assert!(ready.message.contains("traffic 1/3 ready"), "{}", ready.message);
         assert_eq!(status.traffic.as_ref().map(|t| (t.desired_replicas, t.ready_replicas)), Some((3, 1)));
-        let status = status_for(&dp, &[(Component::Traffic, Some(with_ready(3)))], None);
+        let traffic = status.traffic.clone().unwrap_or_default();
+        assert_eq!((traffic.observed_requests_per_second, traffic.pods), (Some(12.35), three.pods.clone()));
+        let status = status_for(&dp, &[(Component::Traffic, Some(with_ready(3)), three)], None);
         let ready =
             status.conditions.iter().find(|c| c.type_ == READY).cloned().unwrap_or_else(|| panic!("{status:?}"));
         assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::True, REASON_AVAILABLE));

@@ -6,18 +6,21 @@
 //!   Events, finalizer).
 //! - [`kinds`]: what each kind names and how its store document is made; [`refs`]: store IDs and resolved
 //!   references; [`conditions`]: the status each outcome leads to. These three are pure.
-//! - [`dataplane`]: the `DataPlane` kind's Deployments and Services.
+//! - [`dataplane`]: the `DataPlane` kind's Deployments and Services, scaled on the request rate
+//!   ([`autoscale`]); reload signals to its pods after every change that reached the store ([`pods`]).
 //! - [`leader`]: leader election on a Lease; only the leader runs the controllers.
 //!
 //! Objects it mirrors carry `managedBy: "kubernetes"` in the store and are read-only through the API:
 //! Kubernetes wins for the objects it manages.
 
+pub mod autoscale;
 pub mod conditions;
 pub mod controller;
 pub mod dataplane;
 pub mod kinds;
 pub mod leader;
 pub mod metrics;
+pub mod pods;
 pub mod refs;
 
 use std::path::Path;
@@ -45,6 +48,29 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// The leader election.
     pub lease: LeaseSettings,
+    /// Scaling and reload signals of the data plane.
+    pub dataplane: DataPlaneSettings,
+}
+
+/// How the operator scales the data plane and tells it to reload.
+#[derive(Debug, Clone)]
+pub struct DataPlaneSettings {
+    /// How often each DataPlane's pods are measured and its replicas reconsidered.
+    pub scale_interval: Duration,
+    /// Scaling down goes no lower than the highest recommendation of this long.
+    pub scale_down_window: Duration,
+    /// The bearer token the data plane's `POST /internal/reload` requires (its `TRAFFOFLEX_RELOAD_TOKEN`).
+    pub reload_token: Option<String>,
+}
+
+impl Default for DataPlaneSettings {
+    fn default() -> Self {
+        Self {
+            scale_interval: Duration::from_secs(15),
+            scale_down_window: Duration::from_secs(300),
+            reload_token: None,
+        }
+    }
 }
 
 /// Why the operator could not start.
@@ -100,7 +126,15 @@ pub async fn run(
     let metrics = Metrics::new(&telemetry);
     let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(settings.lease.identity.clone()) };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context { client: client.clone(), store, recorder, metrics: metrics.clone() });
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        store,
+        recorder,
+        metrics: metrics.clone(),
+        dataplane: settings.dataplane.clone(),
+        scalers: std::sync::Mutex::default(),
+        reload_wanted: tokio::sync::Notify::new(),
+    });
     let mut elector = LeaderElector::new(client, settings.lease.clone());
     // Controllers must be gone before another replica may take over: within the lease's slack.
     let lease = &settings.lease;

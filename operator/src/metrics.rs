@@ -28,6 +28,10 @@ pub struct Metrics {
     pub store_writes: Family<KindLabel, Counter>,
     /// 1 while this process holds the leader lease and runs the controllers.
     pub leader: Gauge,
+    /// Replica changes made through the scale subresource, by component.
+    pub scalings: Family<KindLabel, Counter>,
+    /// Reload signals sent to data-plane pods, by result (`ok`, `error`).
+    pub reload_pushes: Family<KindLabel, Counter>,
 }
 
 impl Metrics {
@@ -38,6 +42,8 @@ impl Metrics {
             r.register("errors", "Reconciliations that failed on the Kubernetes API, by kind", m.errors.clone());
             r.register("store_writes", "Writes to the configuration store, by kind", m.store_writes.clone());
             r.register("leader", "1 while this process is the leader and runs the controllers", m.leader.clone());
+            r.register("scalings", "Replica changes of data-plane Deployments, by component", m.scalings.clone());
+            r.register("reload_pushes", "Reload signals sent to data-plane pods, by result", m.reload_pushes.clone());
         });
         m
     }

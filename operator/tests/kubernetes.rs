@@ -318,6 +318,19 @@ subjects: [{{kind: ServiceAccount, name: traffoflex-operator, namespace: {ns}}}]
     // Deleting goes through the finalizer.
     env.delete("Destination", "offer-b").await;
     env.wait_no_doc(RefKind::Destination, "offer-b").await;
+    // A DataPlane: Deployments applied, replicas set through the scale subresource, endpoints listed.
+    env.apply_yaml(
+        "apiVersion: traffoflex.io/v1alpha1\nkind: DataPlane\nmetadata: {name: prod}\n\
+         spec: {image: registry.example/traffoflex:0.1.0, traffic: {minReplicas: 2}}\n",
+    )
+    .await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    eventually("the restricted operator sets the replicas", || async {
+        let scale = deployments.get_scale("prod-traffic").await.ok()?;
+        (scale.spec?.replicas == Some(2)).then_some(())
+    })
+    .await;
+    assert_eq!(operator.metric("traffoflex_operator_errors_total", "kind=\"DataPlane\""), 0.0);
     operator.shutdown().await;
     env.finish().await;
 }
@@ -350,8 +363,12 @@ spec:
     let traffic =
         eventually("the traffic Deployment", || async { deployments.get_opt("prod-traffic").await.ok().flatten() })
             .await;
+    eventually("3 replicas, set through the scale subresource", || async {
+        let scale = deployments.get_scale("prod-traffic").await.ok()?;
+        (scale.spec?.replicas == Some(3)).then_some(())
+    })
+    .await;
     let spec = traffic.spec.clone().unwrap_or_default();
-    assert_eq!(spec.replicas, Some(3));
     let container = &spec.template.spec.unwrap_or_default().containers[0];
     assert_eq!(container.image.as_deref(), Some("registry.example/traffoflex:0.1.0"));
     assert_eq!(container.args, Some(vec!["traffic".to_owned()]));
@@ -399,6 +416,157 @@ spec:
         })
         .await;
     }
+    operator.shutdown().await;
+    env.finish().await;
+}
+
+/// A data-plane pod as the operator sees it: `/metrics` with a request counter and the loaded revision,
+/// `POST /internal/reload` (the bearer tokens it was called with are kept).
+struct FakePod {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    reloads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakePod {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let reloads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, seen) = (requests.clone(), reloads.clone());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (count, seen) = (count.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let body = if head.starts_with("POST /internal/reload") {
+                        let auth =
+                            head.lines().find_map(|l| l.strip_prefix("Authorization: ")).unwrap_or_default().to_owned();
+                        seen.lock().unwrap().push(auth);
+                        r#"{"status":"reloaded","revision":"rev-2"}"#.to_owned()
+                    } else {
+                        format!(
+                            "traffoflex_traffic_requests_total{{outcome=\"redirect\"}} {}\n\
+                             traffoflex_config_loaded_revision{{revision=\"rev-1\"}} 1\n",
+                            count.load(Ordering::Relaxed)
+                        )
+                    };
+                    let answer = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        FakePod { port, requests, reloads }
+    }
+
+    /// Counts `per_second` requests a second until told otherwise (0 stops).
+    fn serve(&self, per_second: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let count = self.requests.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let n = per_second.load(std::sync::atomic::Ordering::Relaxed) / 10;
+                count.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+/// This machine's address on its default route: EndpointSlices refuse loopback addresses.
+fn local_address() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    // No packet is sent: connecting a UDP socket only picks the route and the source address.
+    socket.connect("203.0.113.1:9").expect("a default route (the fake pods need a non-loopback address)");
+    socket.local_addr().expect("local address").ip()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataplane_scales_on_its_pods_request_rate_and_tells_them_to_reload() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::PostParams;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let Some(env) = common::env().await else { return };
+    let operator = env.operator("operator-a");
+    let manifest = |image: &str| {
+        format!(
+            "apiVersion: traffoflex.io/v1alpha1\nkind: DataPlane\nmetadata: {{name: prod}}\n\
+             spec: {{image: {image}, traffic: {{minReplicas: 1, maxReplicas: 4, targetRequestsPerSecond: 10}}}}\n"
+        )
+    };
+    env.apply_yaml(&manifest("registry.example/traffoflex:0.1.0")).await;
+    // Two ready traffic pods behind the Service, as the EndpointSlice controller would list them.
+    let pods = [FakePod::start().await, FakePod::start().await];
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), &env.namespace);
+    let address = local_address().to_string();
+    for (i, pod) in pods.iter().enumerate() {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": format!("prod-traffic-{i}"), "labels": {"kubernetes.io/service-name": "prod-traffic"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": true},
+                           "targetRef": {"kind": "Pod", "name": format!("prod-traffic-pod-{i}")}}],
+            "ports": [{"name": "http", "port": pod.port, "protocol": "TCP"}],
+        }))
+        .expect("slice");
+        slices.create(&PostParams::default(), &slice).await.expect("create the EndpointSlice");
+    }
+    let rate = Arc::new(AtomicU64::new(30));
+    for pod in &pods {
+        pod.serve(rate.clone());
+    }
+
+    // 60 requests/s over two pods at a target of 10 per pod: up to the maximum, 4, at once.
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    eventually("scaled up to 4", || async {
+        let scale = deployments.get_scale("prod-traffic").await.ok()?;
+        (scale.spec?.replicas == Some(4)).then_some(())
+    })
+    .await;
+    let traffic = eventually("the measured rate and the pods' revisions in the status", || async {
+        let obj = env.get("DataPlane", "prod").await?;
+        let traffic = obj.data.get("status")?.get("traffic")?.clone();
+        let rps = traffic["observedRequestsPerSecond"].as_f64()?;
+        (rps > 40.0 && traffic["pods"].as_array()?.len() == 2).then_some(traffic)
+    })
+    .await;
+    assert_eq!(traffic["desiredReplicas"], json!(4));
+    assert_eq!(traffic["pods"][0], json!({"name": "prod-traffic-pod-0", "configRevision": "rev-1"}));
+    // Applying a changed spec rolls the image out and leaves the replicas to the scaler.
+    env.apply_yaml(&manifest("registry.example/traffoflex:0.2.0")).await;
+    eventually("the new image", || async {
+        let d = deployments.get_opt("prod-traffic").await.ok().flatten()?;
+        let image = d.spec?.template.spec?.containers.first()?.image.clone();
+        (image.as_deref() == Some("registry.example/traffoflex:0.2.0")).then_some(())
+    })
+    .await;
+    let scale = deployments.get_scale("prod-traffic").await.expect("scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(4), "re-applying does not reset the replicas");
+
+    // The traffic stops: down to the minimum once the stabilisation window (3 s here) has passed, not before.
+    rate.store(0, Ordering::Relaxed);
+    let stopped = std::time::Instant::now();
+    eventually("scaled down to 1", || async {
+        let scale = deployments.get_scale("prod-traffic").await.ok()?;
+        (scale.spec?.replicas == Some(1)).then_some(())
+    })
+    .await;
+    assert!(stopped.elapsed() >= Duration::from_secs(2), "scaled down after {:?}", stopped.elapsed());
+
+    // A change that reaches the store is signalled to every ready pod, with the reload token.
+    env.apply_example("destination-a.yaml").await;
+    for pod in &pods {
+        eventually("a reload signal", || async { (!pod.reloads.lock().unwrap().is_empty()).then_some(()) }).await;
+        assert_eq!(pod.reloads.lock().unwrap()[0], format!("Bearer {}", common::RELOAD_TOKEN));
+    }
+    let pushed = operator.metric("traffoflex_operator_reload_pushes_total", "kind=\"ok\"");
+    assert!(pushed >= 2.0, "{pushed}");
     operator.shutdown().await;
     env.finish().await;
 }

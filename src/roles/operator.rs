@@ -2,12 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use traffoflex_core::settings::BackendSettings;
 use traffoflex_core::telemetry::Telemetry;
-use traffoflex_operator::{LeaseSettings, Settings};
+use traffoflex_operator::{DataPlaneSettings, LeaseSettings, Settings};
 
 /// Settings of the `operator` role.
 #[derive(Debug, Args)]
@@ -32,6 +33,15 @@ pub struct OperatorArgs {
     /// This replica's name in the Lease (default: `POD_NAME` or the host name, with a random suffix).
     #[arg(long, env = "TRAFFOFLEX_OPERATOR_IDENTITY")]
     pub identity: Option<String>,
+    /// Bearer token of the data plane's `POST /internal/reload` (the pods' `TRAFFOFLEX_RELOAD_TOKEN`).
+    #[arg(long, env = "TRAFFOFLEX_RELOAD_TOKEN", hide_env_values = true)]
+    pub reload_token: Option<String>,
+    /// How often, in seconds, each DataPlane's pods are measured and its replicas reconsidered.
+    #[arg(long, env = "TRAFFOFLEX_SCALE_INTERVAL_SECONDS", default_value_t = 15)]
+    pub scale_interval_seconds: u64,
+    /// Seconds a lower request rate must last before a component is scaled down.
+    #[arg(long, env = "TRAFFOFLEX_SCALE_DOWN_STABILIZATION_SECONDS", default_value_t = 300)]
+    pub scale_down_stabilization_seconds: u64,
 }
 
 fn default_identity() -> String {
@@ -64,8 +74,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
         "operator starting"
     );
-    let settings =
-        Settings { namespace: args.namespace, lease: LeaseSettings::new(lease_namespace, args.lease_name, identity) };
+    let settings = Settings {
+        namespace: args.namespace,
+        lease: LeaseSettings::new(lease_namespace, args.lease_name, identity),
+        dataplane: DataPlaneSettings {
+            scale_interval: Duration::from_secs(args.scale_interval_seconds.max(1)),
+            scale_down_window: Duration::from_secs(args.scale_down_stabilization_seconds),
+            reload_token: args.reload_token.filter(|t| !t.is_empty()),
+        },
+    };
 
     let shutdown = crate::shutdown::on_signal();
     let listener =

@@ -149,6 +149,7 @@ pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
         tracing::warn!(error = %e, "configuration not loaded yet; retrying in the background (not ready until then)");
     }
     config.spawn_reloader(Duration::from_millis(settings.reload_interval_ms.max(50)), shutdown.clone());
+    config.spawn_revision_metric(telemetry, shutdown.clone());
     let ready = Arc::clone(&config);
     telemetry.readiness_check("configuration", move || {
         let loaded = ready.is_loaded();

@@ -27,7 +27,10 @@ use traffoflex_core::testenv;
 use traffoflex_crds::status::{READY, SYNCED};
 use traffoflex_crds::{ResourceStatus, StatusCondition};
 use traffoflex_operator::refs::{RefKind, store_id};
-use traffoflex_operator::{LeaseSettings, Settings};
+use traffoflex_operator::{DataPlaneSettings, LeaseSettings, Settings};
+
+/// The reload token the test operators send to data-plane pods.
+pub const RELOAD_TOKEN: &str = "test-reload-token";
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -101,7 +104,12 @@ impl Env {
         lease.lease_duration = Duration::from_secs(4);
         lease.renew_deadline = Duration::from_secs(2);
         lease.retry_period = Duration::from_millis(250);
-        let settings = Settings { namespace: Some(self.namespace.clone()), lease };
+        let dataplane = DataPlaneSettings {
+            scale_interval: Duration::from_millis(500),
+            scale_down_window: Duration::from_secs(3),
+            reload_token: Some(RELOAD_TOKEN.to_owned()),
+        };
+        let settings = Settings { namespace: Some(self.namespace.clone()), lease, dataplane };
         let task = tokio::spawn(traffoflex_operator::run(
             settings,
             client,
