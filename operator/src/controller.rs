@@ -366,6 +366,56 @@ async fn publish<K: Mirrored>(ctx: &Context, obj: &K, type_: EventType, reason: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::refs::{RefKind, store_id};
+    use crate::testing::{answers, bodies, context, seen};
+    use traffoflex_core::store::Collection;
+    use traffoflex_crds::Destination;
+
+    fn spec() -> serde_json::Value {
+        json!({"name": "Offer A", "url": "https://offer.example/a", "enabled": true})
+    }
+
+    fn destination() -> Arc<Destination> {
+        let spec = serde_json::from_value(spec()).expect("spec");
+        let mut d = Destination::new("offer-a", spec);
+        d.metadata.namespace = Some("shop".into());
+        d.metadata.uid = Some("uid-1".into());
+        d.metadata.generation = Some(1);
+        d.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        Arc::new(d)
+    }
+
+    #[tokio::test]
+    async fn a_refused_status_write_fails_the_reconcile_after_the_store_write() {
+        let a = answers(vec![("/status", 500)]);
+        let (ctx, _) = context(&a, None).await;
+        let err = reconcile(destination(), ctx.clone()).await.expect_err("the status write was refused");
+        assert!(err.to_string().contains("refused by the test (500)"), "{err}");
+        let id = store_id(RefKind::Destination, "shop", "offer-a");
+        let doc =
+            ctx.store.get(Collection::Destinations, &id).await.expect("store").expect("written before the status");
+        assert_eq!((doc["name"].as_str(), doc["managedBy"].as_str()), (Some("Offer A"), Some("kubernetes")));
+        assert_eq!(error_policy(destination(), &err, ctx), Action::requeue(ERROR_RETRY));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_a_condition_and_a_warning_not_a_failure() {
+        let a = answers(Vec::new());
+        a.lock().unwrap().spec = Some(spec());
+        let inner: Arc<dyn ConfigStore> =
+            Arc::new(traffoflex_core::store::SqliteStore::open_in_memory().await.expect("store"));
+        let store = Arc::new(traffoflex_core::testenv::SwitchableStore::new(inner));
+        store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (ctx, telemetry) = context(&a, Some(store)).await;
+        reconcile(destination(), ctx).await.expect("the outcome is reported in the status");
+        let status = bodies(&a, "/destinations/offer-a/status");
+        assert_eq!(status.len(), 1, "{status:?}");
+        assert!(status[0].contains("StoreUnavailable") && status[0].contains("\"Synced\""), "{}", status[0]);
+        assert_eq!(seen(&a, "/events"), 1, "a Warning Event");
+        assert!(bodies(&a, "/events")[0].contains("Warning"));
+        let metrics = telemetry.encode_metrics();
+        assert!(metrics.contains("outcome=\"StoreUnavailable\""), "{metrics}");
+    }
 
     #[test]
     fn event_notes_are_cut_to_the_api_limit_on_a_character_boundary() {

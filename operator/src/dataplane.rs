@@ -465,6 +465,8 @@ mod tests {
     use k8s_openapi::api::apps::v1::DeploymentStatus;
     use traffoflex_crds::{ComponentSpec, DataPlaneSpec};
 
+    use crate::testing::{answers, context, seen};
+
     use super::*;
 
     fn dataplane() -> DataPlane {
@@ -540,5 +542,41 @@ mod tests {
         assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::True, REASON_AVAILABLE));
         let invalid = status_for(&dp, &[], Some("spec.image: image is required".into()));
         assert!(invalid.conditions.iter().all(|c| c.reason == "InvalidSpec" && c.status == ConditionStatus::False));
+    }
+
+    #[tokio::test]
+    async fn a_refused_deployment_fails_the_reconcile_and_is_retried_without_a_status_write() {
+        let a = answers(vec![("/deployments/", 500)]);
+        let (ctx, telemetry) = context(&a, None).await;
+        let dp = Arc::new(dataplane());
+        let err = reconcile(dp.clone(), ctx.clone()).await.expect_err("the apply was refused");
+        assert!(matches!(err, Error::Kube(_)), "{err}");
+        assert!(err.to_string().contains("refused by the test (500)"), "{err}");
+        assert_eq!(seen(&a, "/status"), 0, "no status from a half-done reconcile");
+        assert_eq!(error_policy(dp, &err, ctx), Action::requeue(Duration::from_secs(5)));
+        let metrics = telemetry.encode_metrics();
+        assert!(metrics.contains("traffoflex_operator_errors_total{kind=\"DataPlane\"} 1"), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_scale_write_fails_the_reconcile() {
+        let a = answers(vec![("/scale", 403)]);
+        let (ctx, _) = context(&a, None).await;
+        let err = reconcile(Arc::new(dataplane()), ctx).await.expect_err("the scale write was refused");
+        assert!(err.to_string().contains("refused by the test (403)"), "{err}");
+        assert_eq!(seen(&a, "/status"), 0);
+    }
+
+    #[tokio::test]
+    async fn unreadable_endpoints_keep_the_replicas_and_the_reconcile_goes_on() {
+        let a = answers(vec![("/endpointslices", 403)]);
+        let (ctx, _) = context(&a, None).await;
+        let action = reconcile(Arc::new(dataplane()), ctx.clone()).await.expect("the reconcile finishes");
+        assert_eq!(action, Action::requeue(ctx.dataplane.scale_interval));
+        assert_eq!(seen(&a, "/endpointslices"), 2, "traffic and postback asked");
+        // The minimum is set through the scale subresource (3 for traffic; postback and ingest are at 1 already).
+        assert_eq!(seen(&a, "/deployments/prod-traffic/scale"), 1);
+        assert_eq!(seen(&a, "/deployments/prod-postback/scale"), 0);
+        assert_eq!(seen(&a, "/dataplanes/prod/status"), 1, "the status is written");
     }
 }

@@ -22,6 +22,8 @@ pub mod leader;
 pub mod metrics;
 pub mod pods;
 pub mod refs;
+#[cfg(test)]
+mod testing;
 
 use std::path::Path;
 use std::sync::Arc;
