@@ -16,6 +16,8 @@
 #            the `export` lines (also written to $STATE/env). Idempotent: a running service is left alone.
 #   stop     stop everything this script started (caches are kept).
 #   status   show what runs.   env   print the export lines.   install   only install/build (no start).
+#   kafka-broker DIR PORT CONTROLLER_PORT   run a broker of its own in the foreground on DIR (formatted the
+#            first time), for tests that stop and start Kafka.
 #
 # Installs are cached under ${TRAFFOFLEX_CACHE_DIR:-~/.cache/traffoflex}; state (data, logs, pid files)
 # lives in ${TRAFFOFLEX_DEPS_DIR:-<repo>/.deps}. Ports are overridable, see "Configuration" below.
@@ -509,6 +511,24 @@ wait_kafka() {
 
 stop_kafka() { stop_pid kafka "$KAFKA_PID" "$KAFKA_DIR/server.properties" 30; }
 
+# A Kafka broker of its own, in the foreground, for tests that stop and start a broker: the first run formats
+# DIR, later runs start on what DIR holds. Needs `install` (or `start`) first for the jars.
+cmd_kafka_broker() {
+  [[ $# -eq 3 ]] || die "usage: $0 kafka-broker DIR PORT CONTROLLER_PORT"
+  local KAFKA_DIR="$1" KAFKA_PORT="$2" KAFKA_CONTROLLER_PORT="$3"
+  compgen -G "$KAFKA_LIB/*.jar" >/dev/null || die "kafka: not installed in $KAFKA_LIB; run scripts/deps.sh install"
+  kafka_write_config
+  if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
+    local cluster_id
+    cluster_id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx256m -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format \
+      --cluster-id="$cluster_id" -c "$KAFKA_DIR/server.properties" --standalone >"$KAFKA_DIR/format.log" 2>&1 \
+      || die_with_log kafka "formatting $KAFKA_DIR failed" "$KAFKA_DIR/format.log"
+  fi
+  exec java -Xms64m -Xmx256m -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+    -cp "$KAFKA_LIB/*" kafka.Kafka "$KAFKA_DIR/server.properties"
+}
+
 # ---------------------------------------------------------------- etcd (the API server's storage)
 ETCD_DIR="$STATE/etcd"
 ETCD_PID="$STATE/etcd.pid"
@@ -700,5 +720,6 @@ case "${1:-}" in
   status) cmd_status ;;
   env) env_lines ;;
   install) install_all; log "installed" ;;
-  *) echo "usage: $0 start|stop|restart|status|env|install" >&2; exit 2 ;;
+  kafka-broker) shift; cmd_kafka_broker "$@" ;;
+  *) echo "usage: $0 start|stop|restart|status|env|install|kafka-broker DIR PORT CONTROLLER_PORT" >&2; exit 2 ;;
 esac
