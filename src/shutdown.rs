@@ -27,8 +27,9 @@ pub fn on_signal() -> CancellationToken {
         {
             let _ = ctrl_c.await;
         }
-        tracing::info!("shutting down: finishing work in hand");
+        // Cancel first: nothing may stand between the signal and the shutdown, not even a log line.
         t.cancel();
+        tracing::info!("shutting down: finishing work in hand");
     });
     token
 }

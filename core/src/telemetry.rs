@@ -28,7 +28,13 @@ pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // A log line that can't be written (stderr's reader gone) is dropped: reporting it would itself write to
+    // stderr and panic the task that logged, e.g. the one that turns Ctrl-C into a shutdown.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .log_internal_errors(false);
     // A second initialisation (tests, `up` starting several roles) keeps the first subscriber.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -31,6 +31,22 @@ pub const CLICK_MACROS: &[&str] = &[
     "currency",
 ];
 
+/// The original MVP's snake_case spellings of click macros, accepted in destination and trafficback URLs
+/// (with `{query.NAME}` for `{param:NAME}`).
+pub const MVP_CLICK_ALIASES: &[&str] = &[
+    "click_id",
+    "campaign_id",
+    "campaign_key",
+    "stream_id",
+    "destination_id",
+    "source_click_id",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+];
+
 /// Macros that outbound postback URLs add to [`CLICK_MACROS`].
 pub const POSTBACK_MACROS: &[&str] = &["payout", "status", "transactionId", "conversionId", "eventType", "networkId"];
 
@@ -65,10 +81,10 @@ pub enum MacroSet {
 impl MacroSet {
     /// Whether `{name}` is a macro of this set.
     pub fn allows(self, name: &str) -> bool {
-        let param = name.strip_prefix("param:").is_some_and(is_param_name);
+        let param = name.strip_prefix("param:").or_else(|| name.strip_prefix("query.")).is_some_and(is_param_name);
         match self {
             Self::None => false,
-            Self::Click => param || CLICK_MACROS.contains(&name),
+            Self::Click => param || CLICK_MACROS.contains(&name) || MVP_CLICK_ALIASES.contains(&name),
             Self::Postback => {
                 param
                     || [CLICK_MACROS, POSTBACK_MACROS, MVP_POSTBACK_ALIASES]
@@ -205,6 +221,9 @@ mod tests {
         assert_eq!(check_url_template(click, MacroSet::Click), Vec::<String>::new());
         let pb = "https://source.example/pb?click={sub1}&payout={payout}&status={status}&t={TRANSACTION_ID}";
         assert_eq!(check_url_template(pb, MacroSet::Postback), Vec::<String>::new());
+        let mvp = "https://offer.example/a?cid={click_id}&sc={source_click_id}&u={utm_source}&q={query.kw}";
+        assert_eq!(check_url_template(mvp, MacroSet::Click), Vec::<String>::new(), "the MVP's spellings");
+        assert_eq!(check_url_template("https://x.example/{CLICK_ID}", MacroSet::Click).len(), 1, "exact case");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub trait Snapshot: Default + Send + Sync + 'static {
     /// Builds it from the store. Implementations read the revision first, so a write racing the load leaves
     /// the loaded revision behind the store's and the next check loads again.
     fn load(store: &dyn ConfigStore) -> impl Future<Output = Result<Self, StoreError>> + Send;
+
+    /// Takes over what the snapshot in force keeps while serving (e.g. round-robin positions), just before
+    /// this one replaces it.
+    fn carry_over(&mut self, _previous: &Self) {}
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,7 +76,8 @@ impl<T: Snapshot> Live<T> {
         if !force && self.store.config_revision().await? == self.current.load().revision() {
             return Ok(false);
         }
-        let loaded = T::load(self.store.as_ref()).await?;
+        let mut loaded = T::load(self.store.as_ref()).await?;
+        loaded.carry_over(&self.current.load());
         tracing::info!(what = T::WHAT, revision = %loaded.revision(), "configuration loaded");
         self.current.store(Arc::new(loaded));
         Ok(true)

@@ -33,6 +33,8 @@ pub struct PostbackSnapshot {
     /// The store's revision this snapshot was built from; empty before the first load.
     pub revision: String,
     pub networks: HashMap<String, Arc<NetworkEntry>>,
+    /// The same networks by ID.
+    pub networks_by_id: HashMap<String, Arc<NetworkEntry>>,
     pub routing: RoutingSnapshot,
     /// Where each campaign's conversions are reported (outbound postbacks).
     pub outbound: OutboundRoutes,
@@ -44,9 +46,9 @@ impl PostbackSnapshot {
         self.networks.get(key)
     }
 
-    /// The network with this key or ID (the MVP's `network_id`).
+    /// The network with this key or ID (the MVP's URLs and `network_id` name networks by ID).
     pub fn network_by_key_or_id(&self, key_or_id: &str) -> Option<&Arc<NetworkEntry>> {
-        self.network(key_or_id).or_else(|| self.networks.values().find(|n| n.id == key_or_id))
+        self.network(key_or_id).or_else(|| self.networks_by_id.get(key_or_id))
     }
 }
 
@@ -77,7 +79,8 @@ pub fn build(
         let key = spec.key.clone();
         by_key.insert(key, Arc::new(NetworkEntry { id, spec, template, allowlist }));
     }
-    PostbackSnapshot { revision, networks: by_key, routing, outbound: OutboundRoutes::default() }
+    let networks_by_id = by_key.values().map(|n| (n.id.clone(), Arc::clone(n))).collect();
+    PostbackSnapshot { revision, networks: by_key, networks_by_id, routing, outbound: OutboundRoutes::default() }
 }
 
 /// Loads networks, templates, the routing snapshot and the outbound postback routes. The revision is read

@@ -95,7 +95,7 @@ async fn steps(from: Sources<'_>, inbound: Inbound<'_>, log: &mut PostbackLogEve
     let content_type = inbound.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let params = parse_params(inbound.query, content_type, &body);
     let network = match inbound.key {
-        Some(key) => snapshot.network(key),
+        Some(key) => snapshot.network_by_key_or_id(key),
         None => {
             let params = params.as_ref().map_err(params_failure)?;
             let key = NETWORK_PARAMS

@@ -12,7 +12,7 @@
 //! from the click ID alone: [`RoutingSnapshot::resolve`].
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rust_decimal::Decimal;
 use traffoflex_core::clickid::ClickIdInfo;
@@ -240,6 +240,19 @@ impl RoutingSnapshot {
     /// What was skipped or worked around at build.
     pub fn warnings(&self) -> &[BuildWarning] {
         &self.warnings
+    }
+
+    /// Takes the round-robin positions of the streams `previous` has too, so a reload (any change anywhere)
+    /// does not send the next click of every round-robin stream back to its first destination.
+    pub fn carry_over(&self, previous: &RoutingSnapshot) {
+        for campaign in self.campaigns.iter() {
+            let Some(old) = previous.campaign_by_id(&campaign.id) else { continue };
+            for stream in campaign.streams.iter() {
+                if let Some(before) = old.streams.iter().find(|s| s.id == stream.id) {
+                    stream.rr.store(before.rr.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// What a verified click ID's fingerprints point at, or `None` when its campaign isn't known here.

@@ -79,6 +79,10 @@ impl Snapshot for Loaded {
     fn load(store: &dyn ConfigStore) -> impl Future<Output = Result<Self, StoreError>> + Send {
         load(store)
     }
+
+    fn carry_over(&mut self, previous: &Self) {
+        self.snapshot.carry_over(&previous.snapshot);
+    }
 }
 
 /// The routing snapshot in force, shared by every click.
