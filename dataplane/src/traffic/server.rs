@@ -25,7 +25,7 @@ use super::config::LiveConfig;
 use super::geo::GeoIp;
 use super::stats::DestinationStats;
 use super::unique::UniqueVisitors;
-use super::visitor::{TrustedProxies, client_ip, device, language};
+use super::visitor::{DeviceCache, TrustedProxies, client_ip, language};
 use crate::clicklog::{ClickLog, Record};
 use crate::health::checker::SharedHealth;
 use crate::routing::{AntiRepeatCache, ClickContext, RouteDecision, RouteInputs, route, route_trafficback};
@@ -42,6 +42,8 @@ pub struct TrafficState {
     pub reload_token: Option<String>,
     pub anti_repeat: AntiRepeatCache,
     pub unique: UniqueVisitors,
+    /// Recently read user agents.
+    pub devices: DeviceCache,
     /// Destinations the health checks took out; refreshed in the background, read without a lock.
     pub health: SharedHealth,
     /// Cap usage and bestRoi figures; refreshed from analytics in the background, plus this process's clicks.
@@ -91,6 +93,7 @@ impl TrafficState {
             reload_token,
             anti_repeat: AntiRepeatCache::new(1 << 20),
             unique: UniqueVisitors::new(1 << 20, 24 * 3600 * 1000),
+            devices: DeviceCache::new(1 << 14),
             health: SharedHealth::default(),
             stats: Arc::new(DestinationStats::new()),
             geo: Arc::new(GeoIp::none()),
@@ -195,21 +198,21 @@ async fn handle(
     let loaded = s.config.current();
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
+    let ua = header_str(headers, header::USER_AGENT);
+    let dev = s.devices.get(ua);
     let mut ctx = ClickContext::from_query(form_urlencoded::parse(query.as_bytes()));
     let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = client_ip(peer.ip(), forwarded, &s.trusted_proxies);
     ctx.ip = Some(ip);
-    let ua = header_str(headers, header::USER_AGENT);
     ctx.user_agent = ua.into();
-    let dev = device(ua);
     if ctx.device_type.is_empty() {
         ctx.device_type = dev.device_type.into();
     }
     if ctx.os.is_empty() {
-        ctx.os = dev.os.into();
+        ctx.os = dev.os.as_str().into();
     }
     if ctx.browser.is_empty() {
-        ctx.browser = dev.browser.into();
+        ctx.browser = dev.browser.as_str().into();
     }
     ctx.is_bot = dev.is_bot;
     if ctx.language.is_empty() {

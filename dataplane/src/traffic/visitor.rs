@@ -79,6 +79,44 @@ pub struct Device {
     pub is_bot: bool,
 }
 
+/// Recently read user agents. Reading one (woothee's pattern tables) costs far more than hashing it, and
+/// clicks come from comparatively few distinct user agents, so each is read once and shared. Bounded: a shard
+/// that fills up starts over.
+pub struct DeviceCache {
+    shards: Box<[DeviceShard]>,
+    per_shard: usize,
+}
+
+type DeviceShard = std::sync::Mutex<std::collections::HashMap<Box<str>, std::sync::Arc<Device>>>;
+
+impl DeviceCache {
+    const SHARDS: usize = 16;
+
+    /// A cache of about `capacity` user agents.
+    pub fn new(capacity: usize) -> Self {
+        let shards = (0..Self::SHARDS).map(|_| std::sync::Mutex::default()).collect();
+        Self { shards, per_shard: (capacity / Self::SHARDS).max(1) }
+    }
+
+    /// What `user_agent` says (see [`device`]).
+    pub fn get(&self, user_agent: &str) -> std::sync::Arc<Device> {
+        // FNV-1a over the last bytes, where user agents differ most: only picks the shard.
+        let tail = &user_agent.as_bytes()[user_agent.len().saturating_sub(32)..];
+        let h = tail.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+        let shard = &self.shards[(h as usize) % Self::SHARDS];
+        if let Some(d) = shard.lock().unwrap_or_else(|p| p.into_inner()).get(user_agent) {
+            return std::sync::Arc::clone(d);
+        }
+        let d = std::sync::Arc::new(device(user_agent));
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.per_shard {
+            map.clear();
+        }
+        map.insert(user_agent.into(), std::sync::Arc::clone(&d));
+        d
+    }
+}
+
 /// Markers of automated clients that user-agent databases often don't classify as crawlers.
 const BOT_MARKERS: &[&str] = &[
     "bot",
@@ -177,6 +215,14 @@ mod tests {
     #[test]
     fn user_agents_give_device_os_browser() {
         let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+        let cache = DeviceCache::new(2);
+        assert_eq!(*cache.get(iphone), device(iphone));
+        assert_eq!(*cache.get(iphone), device(iphone), "and again from the cache");
+        for i in 0..100 {
+            cache.get(&format!("Mozilla/5.0 agent {i}"));
+        }
+        assert_eq!(*cache.get("Mozilla/5.0 agent 7"), device("Mozilla/5.0 agent 7"), "bounded, still right");
+        assert!(cache.shards.iter().all(|s| s.lock().unwrap().len() <= 1), "no shard beyond its share");
         let d = device(iphone);
         assert_eq!((d.device_type, d.os.as_str(), d.browser.as_str(), d.is_bot), ("mobile", "iPhone", "Safari", false));
         let win = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
