@@ -27,6 +27,7 @@ pub struct IngestMetrics {
     refused: Counter,
     failed_writes: Counter,
     consume_errors: Counter,
+    commit_errors: Counter,
     batch_size: Histogram,
     lag: Family<PartitionLabels, Gauge>,
     /// The partitions the lag gauge shows now, so partitions that moved away are removed.
@@ -42,6 +43,7 @@ impl Default for IngestMetrics {
             refused: Counter::default(),
             failed_writes: Counter::default(),
             consume_errors: Counter::default(),
+            commit_errors: Counter::default(),
             batch_size: Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0, 100_000.0]),
             lag: Family::default(),
             lag_shown: Arc::default(),
@@ -50,6 +52,11 @@ impl Default for IngestMetrics {
 }
 
 impl IngestMetrics {
+    /// A commit Kafka refused.
+    pub fn commit_error(&self) {
+        self.commit_errors.inc();
+    }
+
     pub fn register(&self, telemetry: &Telemetry) {
         telemetry.register("traffoflex_ingest", |r| {
             r.register("messages", "Messages read from Kafka", self.messages.clone());
@@ -62,6 +69,11 @@ impl IngestMetrics {
             );
             r.register("failed_writes", "ClickHouse writes that failed and were retried", self.failed_writes.clone());
             r.register("consume_errors", "Kafka read errors (retried)", self.consume_errors.clone());
+            r.register(
+                "commit_errors",
+                "Offset commits Kafka refused after the batch was stored (its messages are read again, stored once)",
+                self.commit_errors.clone(),
+            );
             r.register("batch_size", "Messages per batch", self.batch_size.clone());
             r.register(
                 "lag_messages",

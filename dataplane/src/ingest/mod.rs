@@ -104,8 +104,11 @@ impl Ingester {
                 return Ok(());
             }
             if let Err(e) = self.consumer.commit(&batch.messages) {
-                reader.abort();
-                return Err(e.into());
+                // Typically a rebalance took the partitions while the batch was being stored. The batch is in
+                // ClickHouse; whoever reads those partitions next reads it again, and the tables keep each
+                // event once. Going on keeps the other partitions flowing.
+                self.metrics.commit_error();
+                tracing::warn!(error = %e, "committing offsets failed after the batch was stored; its messages will be read again");
             }
         }
         // The reader stops by itself only on shutdown, or when it panicked: pass the panic on.
