@@ -8,6 +8,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use traffoflex_core::settings::BackendSettings;
 use traffoflex_core::telemetry::{LogFormat, init_logging};
 

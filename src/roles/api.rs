@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use traffoflex_api::auth::otp::{LogDelivery, OtpSettings};
+use traffoflex_api::auth::otp::{CodeDelivery, LogDelivery, OtpSettings};
+use traffoflex_api::auth::smtp::{SmtpDelivery, SmtpSettingsError};
 use traffoflex_api::{ApiSettings, ApiState};
 use traffoflex_core::analytics::{Analytics, open_analytics};
 use traffoflex_core::settings::BackendSettings;
@@ -51,10 +52,18 @@ pub struct ApiFlags {
     /// top of the configuration revision every process polls.
     #[arg(long, env = "TRAFFOFLEX_RELOAD_URLS", value_delimiter = ',')]
     pub reload_urls: Vec<String>,
-    /// Passwordless login by e-mail one-time code, beside passwords: `off`, or `log` (development: the code
-    /// is written to the log instead of being e-mailed).
+    /// Passwordless login by e-mail one-time code, beside passwords: `off`, `smtp` (codes are e-mailed; needs
+    /// --smtp-url and --smtp-from), or `log` (development: the code is written to the log instead).
     #[arg(long, env = "TRAFFOFLEX_OTP_LOGIN", value_enum, default_value_t = OtpLogin::Off)]
     pub otp_login: OtpLogin,
+    /// SMTP server for `--otp-login smtp`: `smtp://user:password@mail.example.com:587` (STARTTLS, required),
+    /// `smtps://user:password@mail.example.com:465` (implicit TLS) or `smtp://relay:25?tls=none` (plain, no
+    /// credentials: local relays only).
+    #[arg(long, env = "TRAFFOFLEX_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of login-code e-mails: `no-reply@example.com` or `TraffoFlex <no-reply@example.com>`.
+    #[arg(long, env = "TRAFFOFLEX_SMTP_FROM")]
+    pub smtp_from: Option<String>,
     /// How long a login code is valid (and how long before another can be sent to the same address), in
     /// seconds (30 to 3600).
     #[arg(long, env = "TRAFFOFLEX_OTP_TTL_SECONDS", default_value_t = 600)]
@@ -70,6 +79,8 @@ pub struct ApiFlags {
 pub enum OtpLogin {
     /// No login by code.
     Off,
+    /// E-mail codes over SMTP (`--smtp-url`, `--smtp-from`).
+    Smtp,
     /// Write codes to the log (development only: whoever reads the log can log in as anyone).
     Log,
 }
@@ -125,16 +136,7 @@ pub fn build(
     let cors_origins = traffoflex_api::layers::parse_cors_origins(&flags.cors_origins)
         .map_err(anyhow::Error::msg)
         .context("--cors-origins")?;
-    let otp = match flags.otp_login {
-        OtpLogin::Off => None,
-        OtpLogin::Log => {
-            tracing::warn!("login codes are written to the log (--otp-login log): for development only");
-            Some(OtpSettings {
-                ttl: Duration::from_secs(flags.otp_ttl_seconds.clamp(30, 3600)),
-                ..OtpSettings::new(Arc::new(LogDelivery))
-            })
-        }
-    };
+    let otp = otp_settings(flags)?;
     let settings = ApiSettings {
         session_ttl: Duration::from_secs(flags.session_hours.clamp(1, 24 * 30) * 3600),
         secure_cookies: flags.secure_cookies,
@@ -153,6 +155,44 @@ pub fn build(
     });
     let state = Arc::new(ApiState::new(store, analytics, settings));
     Ok(traffoflex_api::router(state).merge(telemetry.router()))
+}
+
+/// Login by e-mail code as the flags set it; an error when `--otp-login smtp` lacks or mistypes its settings.
+fn otp_settings(flags: &ApiFlags) -> anyhow::Result<Option<OtpSettings>> {
+    if flags.otp_login != OtpLogin::Smtp && (flags.smtp_url.is_some() || flags.smtp_from.is_some()) {
+        tracing::warn!("--smtp-url and --smtp-from are used only with --otp-login smtp: ignored");
+    }
+    let delivery: Arc<dyn CodeDelivery> = match flags.otp_login {
+        OtpLogin::Off => return Ok(None),
+        OtpLogin::Smtp => {
+            const URL: &str = "--smtp-url (TRAFFOFLEX_SMTP_URL, e.g. smtp://user:password@mail.example.com:587)";
+            const FROM: &str = "--smtp-from (TRAFFOFLEX_SMTP_FROM, e.g. no-reply@example.com)";
+            let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+            let (url, from) = match (given(&flags.smtp_url), given(&flags.smtp_from)) {
+                (Some(url), Some(from)) => (url, from),
+                (None, None) => {
+                    anyhow::bail!("--otp-login smtp needs the SMTP server and the sender: set {URL} and {FROM}")
+                }
+                (None, Some(_)) => anyhow::bail!("--otp-login smtp needs the SMTP server: set {URL}"),
+                (Some(_), None) => anyhow::bail!("--otp-login smtp needs the sender of its e-mails: set {FROM}"),
+            };
+            let smtp = SmtpDelivery::new(&url, &from).map_err(|e| match e {
+                SmtpSettingsError::Url(m) => anyhow::anyhow!("--smtp-url (TRAFFOFLEX_SMTP_URL): {m}"),
+                SmtpSettingsError::From(m) => anyhow::anyhow!("--smtp-from (TRAFFOFLEX_SMTP_FROM): {m}"),
+            })?;
+            let (server, tls, from) = (smtp.server(), smtp.tls().as_str(), smtp.from());
+            tracing::info!(server, tls, %from, "login codes are e-mailed");
+            Arc::new(smtp)
+        }
+        OtpLogin::Log => {
+            tracing::warn!("login codes are written to the log (--otp-login log): for development only");
+            Arc::new(LogDelivery)
+        }
+    };
+    Ok(Some(OtpSettings {
+        ttl: Duration::from_secs(flags.otp_ttl_seconds.clamp(30, 3600)),
+        ..OtpSettings::new(delivery)
+    }))
 }
 
 /// The settings the API shares with the data-plane roles (`up` takes them from its click settings).

@@ -10,6 +10,7 @@
 pub mod limiter;
 pub mod otp;
 pub mod secrets;
+pub mod smtp;
 
 use std::sync::Arc;
 

@@ -22,12 +22,13 @@ use super::secrets;
 /// Digits in a code.
 pub const CODE_DIGITS: usize = 6;
 
-/// How codes reach their user. Implementations: [`LogDelivery`] (development); an SMTP sender can be added
-/// beside it without touching the login flow.
+/// How codes reach their user. Implementations: [`SmtpDelivery`](super::smtp::SmtpDelivery) (e-mail) and
+/// [`LogDelivery`] (development).
 #[async_trait]
 pub trait CodeDelivery: Debug + Send + Sync {
     /// Sends `code` to `email`; it stays valid for `valid_for`. Called in the background, after the request
-    /// was answered, so a slow delivery does not tell which addresses have accounts.
+    /// was answered, so a slow delivery does not tell which addresses have accounts; an error is logged (so it
+    /// must not hold the code) and cannot change that answer.
     async fn deliver(&self, email: &str, code: &str, valid_for: Duration) -> Result<(), DeliveryError>;
 }
 
