@@ -189,15 +189,22 @@ mod traffic {
     /// > Public entry points: `/c/{campaignSlug}`, `/go/{campaignPublicId}`, `/r/{publicToken}`,
     /// > `/tb/{campaignSlug}` (direct trafficback entry).
     ///
-    /// The campaign's key, its ID and its `publicToken` each route a click to its destination with a click ID
-    /// of its own, and every one of those clicks is in the campaign's reports; unknown ones answer 404.
+    /// The campaign's key, its ID, its MVP public ID (`publicId`) and its `publicToken` each route a click to
+    /// its destination with a click ID of its own, and every one of those clicks is in the campaign's reports;
+    /// unknown ones answer 404.
     #[test]
     fn campaign_links_by_key_id_and_public_token_route_alike() {
         let r = running();
-        let c = offer(&r.api, "entry", json!({"publicToken": "Entry_Token-01"}));
+        let c =
+            offer(&r.api, "entry", json!({"publicToken": "Entry_Token-01", "publicId": "64f1c2a9e3b7d51a2c9e0f13"}));
         r.go_live();
         let mut ids = Vec::new();
-        for path in ["/c/entry?sub1=a".to_owned(), format!("/go/{c}?sub1=a"), "/r/Entry_Token-01?sub1=a".to_owned()] {
+        for path in [
+            "/c/entry?sub1=a".to_owned(),
+            format!("/go/{c}?sub1=a"),
+            "/go/64f1c2a9e3b7d51a2c9e0f13?sub1=a".to_owned(),
+            "/r/Entry_Token-01?sub1=a".to_owned(),
+        ] {
             let resp = r.click(&path);
             assert_eq!(resp.status, 302, "{path}: {resp:?}");
             assert_eq!(resp.header("cache-control"), Some("no-store"), "{path}");
@@ -205,14 +212,15 @@ mod traffic {
             assert_eq!(resp.location(), format!("https://entry-offer.example/?cid={id}"), "{path}");
             ids.push(id);
         }
+        ids.sort();
         ids.dedup();
-        assert_eq!(ids.len(), 3, "each click has its own ID");
+        assert_eq!(ids.len(), 4, "each click has its own ID");
         for path in ["/c/no-such-key", "/go/no-such-campaign", "/r/NoSuchToken-99"] {
             let resp = r.click(path);
             assert_eq!((resp.status, resp.header("location")), (404, None), "{path}");
         }
-        let report = r.overview_until(&c, |m| m["clicks"] == 3);
-        assert_eq!(report["clicks"], 3, "{report}");
+        let report = r.overview_until(&c, |m| m["clicks"] == 4);
+        assert_eq!(report["clicks"], 4, "{report}");
     }
 
     /// > Public entry points: … `/tb/{campaignSlug}` (direct trafficback entry).
@@ -706,8 +714,23 @@ mod postbacks {
         .to_string();
         assert_eq!(sent("application/json", body.as_bytes()), "accepted");
         assert_eq!(sent("application/json", body.as_bytes()), "duplicate");
-        let report = r.overview_until(&c, |m| m["conversions"] == 2);
-        assert_eq!((report["conversions"].as_u64(), dec(&report["revenue"])), (Some(2), num("7")), "{report}");
+        // The MVP's form without a network: the secret names it.
+        let c3 = r.click_id("/c/pb-bodies");
+        let bare = format!("click_id={c3}&transaction_id=body-3&payout=5&secret=body-net-secret");
+        assert_eq!(sent("application/x-www-form-urlencoded", bare.as_bytes()), "accepted");
+        let unknown = send(
+            r.a.postback,
+            "POST",
+            "/api/postbacks",
+            &[],
+            Some((
+                "application/x-www-form-urlencoded",
+                b"click_id=x&transaction_id=body-4&secret=nobodys-secret".as_slice(),
+            )),
+        );
+        assert_eq!((unknown.status, unknown.json()["error"]["code"].as_str()), (400, Some("missingNetwork")));
+        let report = r.overview_until(&c, |m| m["conversions"] == 3);
+        assert_eq!((report["conversions"].as_u64(), dec(&report["revenue"])), (Some(3), num("12")), "{report}");
     }
 
     /// > An accepted conversion is durably saved before the response; attribution and analytics delivery are

@@ -41,6 +41,10 @@ pub struct CampaignSpec {
     /// takes the clicks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_token: Option<String>,
+    /// Another name for the campaign in `/go/{id}` links, besides its ID: the original MVP's public ID, so
+    /// links already handed out keep working (1–128 letters, digits, `-` and `_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_id: Option<String>,
     /// `paused` answers 404 to every click.
     #[serde(default)]
     pub status: CampaignStatus,
@@ -123,12 +127,18 @@ impl Validate for CampaignSpec {
         let mut errs = Errors::new();
         errs.key("key", &self.key);
         errs.required_text("name", &self.name, "name", 200);
-        if let Some(token) = &self.public_token {
-            let ok = (8..=128).contains(&token.len())
-                && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok {
-                errs.add("publicToken", "use 8–128 letters, digits, `-` and `_`, e.g. `q7Vx2mK9pL`");
-            }
+        let url_safe = |v: &str, min: usize| {
+            (min..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if let Some(token) = &self.public_token
+            && !url_safe(token, 8)
+        {
+            errs.add("publicToken", "use 8–128 letters, digits, `-` and `_`, e.g. `q7Vx2mK9pL`");
+        }
+        if let Some(id) = &self.public_id
+            && !url_safe(id, 1)
+        {
+            errs.add("publicId", "use 1–128 letters, digits, `-` and `_`, e.g. `64f1c2a9e3b7d51a2c9e0f13`");
         }
         errs.link(
             ctx,

@@ -28,7 +28,7 @@ fn sorted(list: &[&str]) -> Vec<String> {
 #[test]
 fn bad_campaign() {
     let c: CampaignSpec = parse(json!({
-        "key": "Summer Sale!", "name": "", "trafficSourceRef": {"name": "src"}, "publicToken": "short/1",
+        "key": "Summer Sale!", "name": "", "trafficSourceRef": {"name": "src"}, "publicToken": "short/1", "publicId": "not an id",
         "trafficbackUrl": "https://{sub1}.fallback.example/tb", "trafficbackMaxDepth": 11,
         "costModel": {"type": "cpc", "value": "0,05", "currency": "usd"},
         "outboundPostbackUrl": "ftp://source.example/pb",
@@ -38,6 +38,7 @@ fn bad_campaign() {
         sorted(&[
             "key",
             "name",
+            "publicId",
             "publicToken",
             "trafficSourceRef",
             "trafficbackUrl",

@@ -46,6 +46,31 @@ impl PostbackSnapshot {
         self.networks.get(key)
     }
 
+    /// The one token-authenticated network whose token one of `params`' token parameters carries (the MVP
+    /// found the network of `/api/postbacks` by its secret). `None` when none or more than one match.
+    pub fn network_by_token(&self, params: &[(String, String)]) -> Option<&Arc<NetworkEntry>> {
+        use subtle::ConstantTimeEq;
+        let mut found = None;
+        for network in self.networks.values() {
+            let auth = &network.spec.auth;
+            let Some(token) = auth.token.as_deref().filter(|t| !t.is_empty()) else { continue };
+            if auth.mode != traffoflex_crds::AuthMode::Token {
+                continue;
+            }
+            let names = auth.token_param.as_deref().into_iter().chain(super::auth::TOKEN_PARAMS.iter().copied());
+            let carried = names
+                .filter_map(|name| params.iter().find(|(k, v)| k == name && !v.is_empty()))
+                .any(|(_, v)| bool::from(v.as_bytes().ct_eq(token.as_bytes())));
+            if carried {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(network);
+            }
+        }
+        found
+    }
+
     /// The network with this key or ID (the MVP's URLs and `network_id` name networks by ID).
     pub fn network_by_key_or_id(&self, key_or_id: &str) -> Option<&Arc<NetworkEntry>> {
         self.network(key_or_id).or_else(|| self.networks_by_id.get(key_or_id))

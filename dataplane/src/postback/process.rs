@@ -100,10 +100,21 @@ async fn steps(from: Sources<'_>, inbound: Inbound<'_>, log: &mut PostbackLogEve
             let params = params.as_ref().map_err(params_failure)?;
             let key = NETWORK_PARAMS
                 .iter()
-                .find_map(|n| params.iter().find(|(k, v)| k == n && !v.is_empty()).map(|(_, v)| v.as_str()))
-                .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "missingNetwork", "name the network in `network`"))?;
-            log.network_key = key.to_owned();
-            snapshot.network_by_key_or_id(key)
+                .find_map(|n| params.iter().find(|(k, v)| k == n && !v.is_empty()).map(|(_, v)| v.as_str()));
+            match key {
+                Some(key) => {
+                    log.network_key = key.to_owned();
+                    snapshot.network_by_key_or_id(key)
+                }
+                // The MVP's form: no network named, the secret says whose postback it is.
+                None => Some(snapshot.network_by_token(params).ok_or_else(|| {
+                    fail(
+                        StatusCode::BAD_REQUEST,
+                        "missingNetwork",
+                        "name the network in `network` (no single network's token was given either)",
+                    )
+                })?),
+            }
         }
     };
     let network: &NetworkEntry =

@@ -194,6 +194,7 @@ pub struct RoutingSnapshot {
     by_key: HashMap<Box<str>, usize>,
     by_id: HashMap<Box<str>, usize>,
     by_token: HashMap<Box<str>, usize>,
+    by_public_id: HashMap<Box<str>, usize>,
     destination_by_id: HashMap<Box<str>, usize>,
     /// `None` where two campaign IDs share a fingerprint.
     by_fingerprint: HashMap<[u8; 8], Option<usize>>,
@@ -220,6 +221,11 @@ impl RoutingSnapshot {
     /// The campaign with this ID.
     pub fn campaign_by_id(&self, id: &str) -> Option<&CampaignEntry> {
         self.by_id.get(id).and_then(|&i| self.campaigns.get(i))
+    }
+
+    /// The campaign `/go/{id}` names: by its ID, else by its `publicId`.
+    pub fn campaign_for_go(&self, id: &str) -> Option<&CampaignEntry> {
+        self.campaign_by_id(id).or_else(|| self.by_public_id.get(id).and_then(|&i| self.campaigns.get(i)))
     }
 
     /// The campaign with this public token (`/r/{publicToken}`).

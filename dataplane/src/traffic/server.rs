@@ -147,7 +147,7 @@ async fn click(
     handle(&s, Entry::Campaign, &key, peer, query.as_deref().unwrap_or(""), &headers).await
 }
 
-/// The MVP's `/go/{campaignPublicId}`: the campaign by its ID, routed as `/c/{key}`.
+/// The MVP's `/go/{campaignPublicId}`: the campaign by its ID or its `publicId`, routed as `/c/{key}`.
 async fn by_campaign_id(
     State(s): State<Arc<TrafficState>>,
     Path(id): Path<String>,
@@ -155,7 +155,7 @@ async fn by_campaign_id(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let key = s.config.current().snapshot.campaign_by_id(&id).map(|c| c.key().to_owned());
+    let key = s.config.current().snapshot.campaign_for_go(&id).map(|c| c.key().to_owned());
     let Some(key) = key else { return not_found(&s, "notFound", "no active campaign with this ID") };
     handle(&s, Entry::Campaign, &key, peer, query.as_deref().unwrap_or(""), &headers).await
 }

@@ -97,6 +97,16 @@ pub(super) fn build(
                 }
             }
         }
+        if let Some(public_id) = spec.public_id.as_deref().filter(|t| !t.is_empty()) {
+            match snap.by_public_id.entry(public_id.into()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(camps.len());
+                }
+                Entry::Occupied(_) => {
+                    w.add("Campaign", id, "its publicId is another campaign's too; `/go/` goes there")
+                }
+            }
+        }
         snap.by_id.insert(id.as_str().into(), camps.len());
         snap.by_key.insert(spec.key.as_str().into(), camps.len());
         camps.push(entry);
