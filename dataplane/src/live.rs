@@ -91,20 +91,15 @@ impl<T: Snapshot> Live<T> {
             r.register("loaded_revision", "The configuration revision this process serves (the label)", family.clone());
         });
         let live = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut shown = String::new();
-            loop {
-                let revision = live.current.load().revision().to_owned();
-                if revision != shown {
-                    family.clear();
-                    family.get_or_create(&RevisionLabel { revision: revision.clone() }).set(1);
-                    shown = revision;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = shutdown.cancelled() => return,
-                }
+        let mut shown = String::new();
+        spawn_every(Duration::from_secs(1), shutdown, move || {
+            let revision = live.current.load().revision().to_owned();
+            if revision != shown {
+                family.clear();
+                family.get_or_create(&RevisionLabel { revision: revision.clone() }).set(1);
+                shown = revision;
             }
+            std::future::ready(())
         });
     }
 
@@ -115,18 +110,32 @@ impl<T: Snapshot> Live<T> {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let live = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = shutdown.cancelled() => return,
-                }
+        spawn_every(interval, shutdown, move || {
+            let live = Arc::clone(&live);
+            async move {
                 if let Err(e) = live.refresh(false).await {
                     tracing::warn!(what = T::WHAT, error = %e, "configuration check failed; the loaded snapshot keeps serving");
                 }
             }
         })
     }
+}
+
+/// Runs `f` now and then every `interval` (a late run delays the next, none is made up) until `shutdown`.
+pub fn spawn_every<F, Fut>(interval: Duration, shutdown: CancellationToken, mut f: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            f().await;
+        }
+    })
 }

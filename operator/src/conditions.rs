@@ -116,13 +116,24 @@ pub fn status_for(previous: Option<&ResourceStatus>, generation: Option<i64>, ou
 
 /// Whether `next` says something `previous` does not (times aside): only then is the status written.
 pub fn status_changed(previous: Option<&ResourceStatus>, next: &ResourceStatus) -> bool {
+    says_more(previous, next, |s| &mut s.conditions)
+}
+
+/// Whether the status `next` differs from `previous` once each one's conditions (reached through
+/// `conditions`) lose their transition times and are put in type order; every status kind compares so.
+pub fn says_more<S: Clone + PartialEq>(
+    previous: Option<&S>,
+    next: &S,
+    conditions: fn(&mut S) -> &mut Vec<StatusCondition>,
+) -> bool {
     let Some(previous) = previous else { return true };
-    let strip = |s: &ResourceStatus| {
+    let strip = |s: &S| {
         let mut s = s.clone();
-        for c in &mut s.conditions {
+        let list = conditions(&mut s);
+        for c in list.iter_mut() {
             c.last_transition_time = None;
         }
-        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        list.sort_by(|a, b| a.type_.cmp(&b.type_));
         s
     };
     strip(previous) != strip(next)

@@ -337,7 +337,7 @@ async fn reconcile(dp: Arc<DataPlane>, ctx: Arc<Context>) -> Result<Action, Erro
     let outcome = if invalid.is_some() { "InvalidSpec" } else { REASON_APPLIED };
     ctx.metrics.reconciliations.get_or_create(&OutcomeLabels { kind: "DataPlane", outcome }).inc();
     let status = status_for(&dp, &deployments, invalid);
-    if changed(dp.status.as_ref(), &status) {
+    if crate::conditions::says_more(dp.status.as_ref(), &status, |s| &mut s.conditions) {
         let patch = json!({"apiVersion": DataPlane::api_version(&()), "kind": "DataPlane", "status": status});
         let api: Api<DataPlane> = Api::namespaced(client.clone(), &namespace);
         api.patch_status(&dp.name_any(), &params, &Patch::Apply(&patch)).await?;
@@ -445,20 +445,6 @@ pub struct ScaleState {
 
 /// The field manager of the replicas the operator sets.
 pub const SCALER_MANAGER: &str = "traffoflex-autoscaler";
-
-/// Whether the status says something new (condition times aside).
-fn changed(previous: Option<&DataPlaneStatus>, next: &DataPlaneStatus) -> bool {
-    let Some(previous) = previous else { return true };
-    let strip = |s: &DataPlaneStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = None;
-        }
-        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-        s
-    };
-    strip(previous) != strip(next)
-}
 
 #[cfg(test)]
 mod tests {

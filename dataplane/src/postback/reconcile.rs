@@ -64,17 +64,11 @@ pub fn clean_stop(dir: &Path) {
 
 /// Beats every [`HEARTBEAT`] until `shutdown`.
 pub fn spawn_heartbeat(dir: PathBuf, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HEARTBEAT);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            if let Err(e) = beat(&dir) {
-                tracing::warn!(error = %e, "could not write the postback heartbeat");
-            }
+    crate::live::spawn_every(HEARTBEAT, shutdown, move || {
+        if let Err(e) = beat(&dir) {
+            tracing::warn!(error = %e, "could not write the postback heartbeat");
         }
+        std::future::ready(())
     })
 }
 

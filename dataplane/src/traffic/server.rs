@@ -156,8 +156,7 @@ async fn by_campaign_id(
     headers: HeaderMap,
 ) -> Response {
     let key = s.config.current().snapshot.campaign_for_go(&id).map(|c| c.key().to_owned());
-    let Some(key) = key else { return not_found(&s, "notFound", "no active campaign with this ID") };
-    handle(&s, Entry::Campaign, &key, peer, query.as_deref().unwrap_or(""), &headers).await
+    by_alias(&s, key, "no active campaign with this ID", peer, query.as_deref(), &headers).await
 }
 
 /// The MVP's `/r/{publicToken}`: the campaign by its `publicToken`, routed as `/c/{key}`.
@@ -169,8 +168,22 @@ async fn by_public_token(
     headers: HeaderMap,
 ) -> Response {
     let key = s.config.current().snapshot.campaign_by_token(&token).map(|c| c.key().to_owned());
-    let Some(key) = key else { return not_found(&s, "notFound", "no active campaign with this token") };
-    handle(&s, Entry::Campaign, &key, peer, query.as_deref().unwrap_or(""), &headers).await
+    by_alias(&s, key, "no active campaign with this token", peer, query.as_deref(), &headers).await
+}
+
+/// A click on another name of a campaign: routed as `/c/{key}`, or 404 when the name is unknown.
+async fn by_alias(
+    s: &TrafficState,
+    key: Option<String>,
+    unknown: &str,
+    peer: SocketAddr,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    match key {
+        Some(key) => handle(s, Entry::Campaign, &key, peer, query.unwrap_or(""), headers).await,
+        None => not_found(s, "notFound", unknown),
+    }
 }
 
 async fn trafficback_entry(

@@ -244,15 +244,10 @@ impl DestinationStats {
         F: Fn() -> Arc<crate::traffic::config::Loaded> + Send + Sync + 'static,
     {
         let stats = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = shutdown.cancelled() => return,
-                }
-                let loaded = current();
+        crate::live::spawn_every(interval, shutdown, move || {
+            let (stats, analytics, loaded) = (Arc::clone(&stats), Arc::clone(&analytics), current());
+            async move {
+                // Failures are logged and counted by `refresh`.
                 let _ = stats.refresh(analytics.as_ref(), &loaded.snapshot).await;
             }
         })
