@@ -9,6 +9,8 @@
 #   etcd 3.6.16, built from scripts/kube/etcd             127.0.0.1:12379 (peer 12380)
 #   kube-apiserver 1.35.4, built from scripts/kube/       https://127.0.0.1:16443 (kubeconfig $STATE/kubeconfig)
 #     apiserver (the API server alone, as controller-runtime's envtest: no kubelet, no controller-manager)
+#   current ClickHouse (26.9): chDB, its engine in-process, HTTP 127.0.0.1:18124
+#     from PyPI (chdb-core) behind scripts/chdb-shim.py     (TRAFFOFLEX_CHDB=0 leaves it out)
 #
 # Usage: scripts/deps.sh start|stop|restart|status|env|install
 #   start    install what is missing, start every service that is not already running and answering
@@ -39,6 +41,8 @@ KAFKA_HEAP="${TRAFFOFLEX_KAFKA_HEAP:-512m}"
 ETCD_PORT="${TRAFFOFLEX_ETCD_PORT:-12379}"
 ETCD_PEER_PORT="${TRAFFOFLEX_ETCD_PEER_PORT:-12380}"
 KUBE_PORT="${TRAFFOFLEX_KUBE_APISERVER_PORT:-16443}"
+CHDB_PORT="${TRAFFOFLEX_CHDB_PORT:-18124}"
+CHDB_ENABLED="${TRAFFOFLEX_CHDB:-1}" # 0: no current ClickHouse (its tests then skip, outside CI)
 TIMEOUT="${TRAFFOFLEX_DEPS_TIMEOUT:-90}" # seconds to wait for each service to answer
 
 PG_VERSION=15
@@ -46,6 +50,10 @@ FERRET_SRC="$REPO/scripts/ferretdb"
 KAFKA_POM="$REPO/scripts/kafka/pom.xml"
 KAFKA_LIB="$CACHE/kafka/lib"
 KUBE_SRC="$REPO/scripts/kube"
+# chDB: ClickHouse's engine as a Python module (the wheel carries the whole engine, ~180 MB). Its dependencies
+# pandas and pyarrow serve only its DataFrame API, so they are left out; lz4 decompresses the crate's inserts.
+CHDB_VERSION=26.9.0
+CHDB_LZ4_VERSION=4.4.5
 
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 export DEBIAN_FRONTEND=noninteractive
@@ -237,14 +245,43 @@ install_kube() {
   command -v openssl >/dev/null || apt_install openssl
 }
 
-# apt, go build and mvn are independent: run them side by side (the cold path is dominated by go build).
+# The venv's name covers the pinned versions and the Python it was made with: a change of either makes a new one.
+chdb_venv() {
+  local python
+  python=$(command -v python3) || die "chdb: 'python3' not found (needed to install chDB from PyPI)"
+  echo "$CACHE/chdb/venv-$(echo "chdb-core==$CHDB_VERSION lz4==$CHDB_LZ4_VERSION $python $("$python" -V 2>&1)" |
+    sha256sum | cut -c1-16)"
+}
+
+install_chdb() {
+  [[ "$CHDB_ENABLED" != 0 ]] || return 0
+  local venv t0=$SECONDS
+  venv=$(chdb_venv)
+  if [[ -f "$venv/.installed" ]]; then log "chdb: cached chdb-core $CHDB_VERSION in $(basename "$venv")"; return 0; fi
+  mkdir -p "$CACHE/chdb"
+  rm -rf "$venv" # a half-made venv of an interrupted install
+  log "chdb: installing chdb-core $CHDB_VERSION (PyPI, ~180 MB) into $venv"
+  {
+    python3 -m venv "$venv" &&
+      "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --only-binary=:all: --no-deps \
+        "chdb-core==$CHDB_VERSION" "lz4==$CHDB_LZ4_VERSION" &&
+      "$venv/bin/python" -c 'import chdb, lz4.block; print("chdb", chdb.__version__, "engine", chdb.engine_version)'
+  } >"$CACHE/chdb/install.log" 2>&1 ||
+    die_with_log chdb "installing chdb-core $CHDB_VERSION failed" "$CACHE/chdb/install.log"
+  touch "$venv/.installed"
+  find "$CACHE/chdb" -mindepth 1 -maxdepth 1 -name 'venv-*' ! -name "$(basename "$venv")" -exec rm -rf {} +
+  log "chdb: installed chdb-core $CHDB_VERSION in $((SECONDS - t0)) s"
+}
+
+# apt, go build, mvn and pip are independent: run them side by side (the cold path is dominated by go build).
 install_all() {
   mkdir -p "$CACHE"
-  local pids=() names=(apt ferretdb kafka kube) i rc=0
+  local pids=() names=(apt ferretdb kafka kube chdb) i rc=0
   install_system_packages & pids+=($!)
   install_ferretdb & pids+=($!)
   install_kafka & pids+=($!)
   install_kube & pids+=($!)
+  install_chdb & pids+=($!)
   for i in "${!pids[@]}"; do wait "${pids[$i]}" || { log "install of ${names[$i]} failed"; rc=1; }; done
   ((rc == 0)) || exit 1
 }
@@ -645,12 +682,50 @@ stop_kube_apiserver() {
   rm -f "$KUBECONFIG_FILE"
 }
 
+# ---------------------------------------------------------------- current ClickHouse (chDB behind a shim)
+# chDB is ClickHouse's engine in-process, with no server of its own; scripts/chdb-shim.py answers ClickHouse's
+# HTTP interface in front of it, enough for the `clickhouse` crate, so the analytics SQL is tested on a current
+# release besides 18.16. Its data lives in $CHDB_DIR/data.
+CHDB_DIR="$STATE/chdb"
+CHDB_PID="$STATE/chdb.pid"
+CHDB_LOG="$STATE/chdb.log"
+CHDB_PATTERN="--data=$CHDB_DIR/data"
+
+chdb_ready() { [[ "$(curl -sf --max-time 2 "http://127.0.0.1:$CHDB_PORT/" --data-binary 'SELECT 1')" == 1 ]]; }
+chdb_running() { pid_alive "$CHDB_PID" "$CHDB_PATTERN"; }
+
+start_chdb() {
+  [[ "$CHDB_ENABLED" != 0 ]] || return 0
+  if chdb_running && chdb_ready; then log "chdb: already running (pid $(<"$CHDB_PID"))"; return 0; fi
+  stop_chdb
+  require_free_port chdb "$CHDB_PORT"
+  rm -rf "$CHDB_DIR"
+  mkdir -p "$CHDB_DIR"
+  spawn "$CHDB_PID" "$CHDB_LOG" "$(chdb_venv)/bin/python" "$REPO/scripts/chdb-shim.py" "$CHDB_PATTERN" \
+    --port="$CHDB_PORT"
+  log "chdb: started pid $(<"$CHDB_PID")"
+  CHDB_STARTED=1
+}
+
+wait_chdb() {
+  [[ -n "${CHDB_STARTED:-}" ]] || return 0
+  wait_until chdb "$CHDB_PID" "$CHDB_PATTERN" "$CHDB_LOG" chdb_ready
+  local version
+  version=$(curl -sf "http://127.0.0.1:$CHDB_PORT/" --data-binary 'SELECT version()')
+  log "chdb: ready, ClickHouse $version on http://127.0.0.1:$CHDB_PORT"
+}
+
+stop_chdb() { stop_pid chdb "$CHDB_PID" "$CHDB_PATTERN" 10; }
+
 # ---------------------------------------------------------------- commands
 env_lines() {
   echo "export TRAFFOFLEX_TEST_MONGO_URI=mongodb://127.0.0.1:$FERRET_PORT/"
   echo "export TRAFFOFLEX_TEST_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_PORT"
   echo "export TRAFFOFLEX_TEST_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
   echo "export TRAFFOFLEX_TEST_KUBECONFIG=$KUBECONFIG_FILE"
+  if [[ "$CHDB_ENABLED" != 0 ]]; then
+    echo "export TRAFFOFLEX_TEST_CLICKHOUSE_CURRENT_URL=http://127.0.0.1:$CHDB_PORT"
+  fi
 }
 
 cmd_start() {
@@ -660,11 +735,13 @@ cmd_start() {
   start_kafka
   start_etcd
   start_clickhouse
+  start_chdb
   start_postgres
   start_ferretdb
   wait_etcd
   start_kube_apiserver # needs etcd answering
   wait_clickhouse
+  wait_chdb
   wait_ferretdb
   wait_kube_apiserver
   wait_kafka
@@ -682,6 +759,7 @@ cmd_stop() {
   stop_ferretdb
   stop_postgres
   stop_clickhouse
+  stop_chdb
   log "stopped (caches kept in $CACHE)"
 }
 
@@ -691,6 +769,7 @@ status_ferretdb() { ferret_running && ferret_ping; }
 status_kafka() { kafka_running && kafka_ready; }
 status_etcd() { etcd_running && etcd_ready; }
 status_kube_apiserver() { kube_running && kube_ready; }
+status_chdb() { chdb_running && chdb_ready; }
 
 cmd_status() {
   local rc=0 svc
@@ -701,8 +780,11 @@ cmd_status() {
     [kafka]="127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
     [etcd]="http://127.0.0.1:$ETCD_PORT (peer 127.0.0.1:$ETCD_PEER_PORT)"
     [kube_apiserver]="https://127.0.0.1:$KUBE_PORT (kubeconfig $KUBECONFIG_FILE)"
+    [chdb]="http://127.0.0.1:$CHDB_PORT (current ClickHouse)"
   )
-  for svc in clickhouse postgres ferretdb kafka etcd kube_apiserver; do
+  local services=(clickhouse postgres ferretdb kafka etcd kube_apiserver)
+  [[ "$CHDB_ENABLED" == 0 ]] || services+=(chdb)
+  for svc in "${services[@]}"; do
     if "status_$svc" >/dev/null 2>&1; then
       printf '%-14s running  %s\n' "${svc//_/-}" "${addr[$svc]}"
     else

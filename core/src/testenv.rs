@@ -29,9 +29,15 @@ pub fn mongo_uri() -> Option<String> {
     backend("TRAFFOFLEX_TEST_MONGO_URI")
 }
 
-/// The ClickHouse HTTP URL of the test server.
+/// The ClickHouse HTTP URL of the test server (the oldest release supported, 18.16, in CI).
 pub fn clickhouse_url() -> Option<String> {
     backend("TRAFFOFLEX_TEST_CLICKHOUSE_URL")
+}
+
+/// The ClickHouse HTTP URL of a current ClickHouse release (chDB behind `scripts/chdb-shim.py` in CI), so the
+/// same SQL is tested on the oldest and the newest release.
+pub fn clickhouse_current_url() -> Option<String> {
+    backend("TRAFFOFLEX_TEST_CLICKHOUSE_CURRENT_URL")
 }
 
 /// The Kafka bootstrap servers of the test broker.

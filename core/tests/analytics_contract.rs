@@ -1,6 +1,9 @@
 //! The `Analytics` contract: one suite, written once against `Arc<dyn Analytics>`, run on SQLite (a temp file)
-//! and on ClickHouse (a fresh database per test, dropped at the end). Every case asserts exact numbers from the
-//! fixture in `analytics_support` (its table lists the events), so both backends are held to the same answers.
+//! and on ClickHouse (a fresh database per test, dropped at the end) — twice: on the oldest release supported
+//! (`TRAFFOFLEX_TEST_CLICKHOUSE_URL`, 18.16 in CI) and on a current one (`TRAFFOFLEX_TEST_CLICKHOUSE_CURRENT_URL`,
+//! chDB behind `scripts/chdb-shim.py` in CI), with the same client and the same SQL. Every case asserts exact
+//! numbers from the fixture in `analytics_support` (its table lists the events), so every backend is held to the
+//! same answers.
 
 #[macro_use]
 mod analytics_support;

@@ -1,5 +1,6 @@
 //! The analytics contract's fixture — one fixed set of events with known numbers — and the harness that runs
-//! each case on SQLite (a temp file) and on ClickHouse (a fresh database, dropped afterwards).
+//! each case on SQLite (a temp file) and on ClickHouse (a fresh database, dropped afterwards), both the oldest
+//! release supported and a current one.
 //!
 //! The events, in UTC (clicks k*, conversions v*; campaign camp-b is team t2, the others t1):
 //!
@@ -330,9 +331,18 @@ pub async fn sqlite() -> (Backend, tempfile::TempDir) {
     (Arc::new(a), dir)
 }
 
-/// A migrated ClickHouse database of its own, or `None` (skip) when no test server is configured.
+/// A migrated ClickHouse database of its own on the oldest release supported (18.16 in CI), or `None` (skip)
+/// when no test server is configured.
 pub async fn clickhouse() -> Option<ClickHouse> {
-    let url = testenv::clickhouse_url()?;
+    clickhouse_on(testenv::clickhouse_url()?).await
+}
+
+/// The same on a current ClickHouse release (chDB behind `scripts/chdb-shim.py` in CI).
+pub async fn clickhouse_current() -> Option<ClickHouse> {
+    clickhouse_on(testenv::clickhouse_current_url()?).await
+}
+
+async fn clickhouse_on(url: String) -> Option<ClickHouse> {
     let ch = ClickHouse::new(&url, &testenv::unique_name("tf_analytics"));
     ch.migrate().await.unwrap();
     Some(ch)
@@ -349,7 +359,8 @@ pub async fn on_clickhouse<F: Future<Output = ()>>(ch: ClickHouse, case: impl Fn
     dropped.unwrap();
 }
 
-/// One `#[tokio::test]` per case and backend: `sqlite::case` and `clickhouse::case`.
+/// One `#[tokio::test]` per case and backend: `sqlite::case`, `clickhouse::case` (the oldest ClickHouse release
+/// supported) and `clickhouse_current::case` (a current release), all with the same client.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -366,6 +377,15 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let Some(ch) = $crate::analytics_support::clickhouse().await else { return };
+                    $crate::analytics_support::on_clickhouse(ch, super::$case).await;
+                }
+            )*
+        }
+        mod clickhouse_current {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(ch) = $crate::analytics_support::clickhouse_current().await else { return };
                     $crate::analytics_support::on_clickhouse(ch, super::$case).await;
                 }
             )*
