@@ -2,7 +2,10 @@
 //! (`bench-00000` …), each with five streams with conditions over country, device, language, a sub ID and
 //! a query parameter, and a catch-all, over a shared pool of destinations.
 //!
-//! `cargo run --release --example bench_seed -- DATA_DIR CAMPAIGNS`
+//! Streams of different campaigns repeat each other's conditions, as streams made from shared templates do;
+//! with `distinct` each stream's conditions differ from every other's (an extra rule naming the stream).
+//!
+//! `cargo run --release --example bench_seed -- DATA_DIR CAMPAIGNS [distinct]`
 
 use std::path::PathBuf;
 
@@ -14,6 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or("usage: bench_seed DATA_DIR CAMPAIGNS")?);
     let campaigns: usize = args.next().ok_or("usage: bench_seed DATA_DIR CAMPAIGNS")?.parse()?;
+    let distinct = args.next().as_deref() == Some("distinct");
     std::fs::create_dir_all(&dir)?;
     let store = SqliteStore::open(&dir.join("config.sqlite")).await?;
     let mut destinations = Vec::new();
@@ -30,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let id = store.insert(Collection::Campaigns, campaign).await?["id"].as_str().unwrap_or_default().to_owned();
         for s in 0..5 {
             let d = |k: usize| destinations[(c * 7 + s * 3 + k) % destinations.len()].clone();
-            let conditions = match s {
+            let mut conditions = match s {
                 4 => json!({"all": [{"field": "isBot", "op": "eq", "value": false}]}),
                 _ => json!({"all": [
                     {"field": "country", "op": "in", "values": countries[(c + s) % countries.len()]},
@@ -39,6 +43,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     {"not": {"field": "sub2", "op": "startsWith", "value": "test"}}
                 ]}),
             };
+            if distinct {
+                conditions = json!({"all": [conditions, {"field": "sub3", "op": "ne", "value": format!("c{c}-s{s}")}]});
+            }
             let stream = json!({"campaignId": id, "name": format!("Stream {s}"), "priority": s * 10, "enabled": true,
                 "conditions": conditions, "selection": "weighted",
                 "destinations": [{"destinationId": d(0), "weight": 60}, {"destinationId": d(1), "weight": 30}, {"destinationId": d(2), "weight": 10}]});

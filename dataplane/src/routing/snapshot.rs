@@ -12,6 +12,7 @@
 //! from the click ID alone: [`RoutingSnapshot::resolve`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rust_decimal::Decimal;
@@ -43,19 +44,23 @@ pub struct CampaignEntry {
     pub(crate) id: Box<str>,
     pub(crate) key: Box<str>,
     pub(crate) paused: bool,
-    pub(crate) trafficback: Option<UrlTemplate>,
+    /// Shared by every campaign with the same trafficback URL.
+    pub(crate) trafficback: Option<Arc<UrlTemplate>>,
     pub(crate) trafficback_max_depth: u32,
-    pub(crate) traffic_source_id: Option<Box<str>>,
+    pub(crate) traffic_source_id: Option<Arc<str>>,
     /// The owning team ([`traffoflex_crds::DEFAULT_TEAM`] when the document names none).
-    pub(crate) team_id: Box<str>,
-    pub(crate) source_key: Option<Box<str>>,
-    pub(crate) cpc: Option<(Decimal, Box<str>)>,
+    pub(crate) team_id: Arc<str>,
+    pub(crate) source_key: Option<Arc<str>>,
+    pub(crate) cpc: Option<(Decimal, Arc<str>)>,
     pub(crate) streams: Box<[StreamEntry]>,
-    /// Stream and destination fingerprints of every stream of the campaign (disabled ones too);
-    /// `None` where two IDs share a fingerprint.
-    pub(crate) stream_fp: HashMap<[u8; 4], Option<Box<str>>>,
-    pub(crate) destination_fp: HashMap<[u8; 4], Option<Box<str>>>,
+    /// Stream and destination fingerprints of every stream of the campaign (disabled ones too), sorted by
+    /// fingerprint; `None` where two IDs share a fingerprint.
+    pub(crate) stream_fp: FingerprintIndex,
+    pub(crate) destination_fp: FingerprintIndex,
 }
+
+/// Fingerprint -> ID, sorted by fingerprint; `None` where two IDs share one.
+pub(crate) type FingerprintIndex = Box<[([u8; 4], Option<Arc<str>>)]>;
 
 impl CampaignEntry {
     /// The campaign's ID.
@@ -88,7 +93,7 @@ impl CampaignEntry {
     }
     /// The trafficback URL template, if any usable one is set.
     pub fn trafficback_url(&self) -> Option<&str> {
-        self.trafficback.as_ref().map(UrlTemplate::as_str)
+        self.trafficback.as_deref().map(UrlTemplate::as_str)
     }
     /// How many trafficback rounds a click may make.
     pub fn trafficback_max_depth(&self) -> u32 {
@@ -103,10 +108,11 @@ impl CampaignEntry {
 /// A stream as routing sees it.
 #[derive(Debug)]
 pub struct StreamEntry {
-    pub(crate) id: Box<str>,
+    pub(crate) id: Arc<str>,
     pub(crate) name: Box<str>,
     pub(crate) priority: i32,
-    pub(crate) condition: Option<CompiledCondition>,
+    /// Shared by every stream with the same conditions.
+    pub(crate) condition: Option<Arc<CompiledCondition>>,
     pub(crate) selection: Selection,
     pub(crate) destinations: Box<[StreamTarget]>,
     pub(crate) anti_repeat: Option<AntiRepeatPolicy>,
@@ -148,7 +154,7 @@ pub(crate) struct StreamTarget {
 /// A destination as routing sees it.
 #[derive(Debug)]
 pub struct DestinationEntry {
-    pub(crate) id: Box<str>,
+    pub(crate) id: Arc<str>,
     pub(crate) name: Box<str>,
     pub(crate) switched_on: bool,
     pub(crate) template: UrlTemplate,
@@ -274,11 +280,12 @@ impl RoutingSnapshot {
 }
 
 /// The ID under a non-zero fingerprint, unless unknown or ambiguous.
-fn find_fp<'m>(fp: &[u8; 4], map: &'m HashMap<[u8; 4], Option<Box<str>>>) -> Option<&'m str> {
+fn find_fp<'m>(fp: &[u8; 4], sorted: &'m FingerprintIndex) -> Option<&'m str> {
     if *fp == [0; 4] {
         return None;
     }
-    map.get(fp).and_then(|id| id.as_deref())
+    let i = sorted.binary_search_by(|(k, _)| k.cmp(fp)).ok()?;
+    sorted[i].1.as_deref()
 }
 
 #[cfg(test)]

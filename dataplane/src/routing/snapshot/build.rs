@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use traffoflex_core::clickid::{fingerprint4, fingerprint8};
@@ -11,7 +12,9 @@ use traffoflex_crds::{
     CampaignSpec, CampaignStatus, CostModelType, DestinationSpec, Selection, StreamSpec, TrafficSourceSpec,
 };
 
-use super::{BuildWarning, CampaignEntry, DestinationEntry, RoutingSnapshot, StreamEntry, StreamTarget};
+use super::{
+    BuildWarning, CampaignEntry, DestinationEntry, FingerprintIndex, RoutingSnapshot, StreamEntry, StreamTarget,
+};
 use crate::routing::antirepeat::{AntiRepeatPolicy, UserKey};
 use crate::routing::availability::CapLimit;
 use crate::routing::condition::CompiledCondition;
@@ -19,6 +22,56 @@ use crate::routing::macros::UrlTemplate;
 use crate::routing::select::BestRoiPolicy;
 
 struct Warnings(Vec<BuildWarning>);
+
+/// One copy of each value many objects repeat: IDs that several campaigns refer to (destinations, traffic
+/// sources, teams), trafficback URLs, and compiled conditions (streams made from one template often share
+/// theirs). A snapshot of many campaigns is mostly such repeats.
+#[derive(Default)]
+struct Interner {
+    strs: HashMap<Box<str>, Arc<str>>,
+    templates: HashMap<Box<str>, Arc<UrlTemplate>>,
+    conditions: HashMap<String, Arc<CompiledCondition>>,
+}
+
+impl Interner {
+    fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strs.get(s) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strs.insert(s.into(), Arc::clone(&a));
+        a
+    }
+
+    fn template(&mut self, url: &str) -> Result<Arc<UrlTemplate>, crate::routing::macros::TemplateError> {
+        if let Some(t) = self.templates.get(url) {
+            return Ok(Arc::clone(t));
+        }
+        let t = Arc::new(UrlTemplate::parse(url)?);
+        self.templates.insert(url.into(), Arc::clone(&t));
+        Ok(t)
+    }
+
+    fn condition(&mut self, condition: &traffoflex_crds::Condition) -> Result<Arc<CompiledCondition>, String> {
+        // The document's own JSON is the key: equal conditions serialise equally.
+        let key = serde_json::to_string(condition).map_err(|e| e.to_string())?;
+        if let Some(c) = self.conditions.get(&key) {
+            return Ok(Arc::clone(c));
+        }
+        let c = Arc::new(CompiledCondition::compile(condition)?);
+        self.conditions.insert(key, Arc::clone(&c));
+        Ok(c)
+    }
+}
+
+/// Fingerprint -> ID, while building; [`freeze`] turns it into the sorted slice a snapshot keeps.
+pub(super) type FpMap = HashMap<[u8; 4], Option<Arc<str>>>;
+
+pub(super) fn freeze(map: FpMap) -> FingerprintIndex {
+    let mut v: Vec<_> = map.into_iter().collect();
+    v.sort_unstable_by_key(|(fp, _)| *fp);
+    v.into()
+}
 
 impl Warnings {
     fn add(&mut self, kind: &'static str, id: &str, message: impl Into<String>) {
@@ -38,6 +91,7 @@ pub(super) fn build(
     sources.sort_by(|a, b| a.0.cmp(&b.0));
     let mut w = Warnings(Vec::new());
     let mut snap = RoutingSnapshot::default();
+    let mut intern = Interner::default();
 
     let mut source_keys: HashMap<&str, &str> = HashMap::new();
     for (id, spec) in &sources {
@@ -52,7 +106,7 @@ pub(super) fn build(
             w.add("Destination", id, "the ID is used twice; the first one is kept");
             continue;
         }
-        match destination(id, spec, &mut w) {
+        match destination(id, spec, &mut intern, &mut w) {
             Some(entry) => {
                 snap.destination_by_id.insert(id.as_str().into(), dests.len());
                 dests.push(entry);
@@ -76,7 +130,7 @@ pub(super) fn build(
             );
             continue;
         }
-        let entry = campaign(id, spec, &source_keys, &mut w);
+        let entry = campaign(id, spec, &source_keys, &mut intern, &mut w);
         let fp = fingerprint8(id);
         match snap.by_fingerprint.entry(fp) {
             Entry::Vacant(slot) => {
@@ -113,6 +167,7 @@ pub(super) fn build(
     }
 
     let mut per_campaign: Vec<Vec<StreamEntry>> = camps.iter().map(|_| Vec::new()).collect();
+    let mut fingerprints: Vec<(FpMap, FpMap)> = camps.iter().map(|_| Default::default()).collect();
     let mut seen_streams: HashMap<&str, ()> = HashMap::new();
     for (id, spec) in &streams {
         if seen_streams.insert(id, ()).is_some() {
@@ -127,20 +182,26 @@ pub(super) fn build(
             w.add("Stream", id, format!("campaign {campaign_id} does not exist; skipped"));
             continue;
         };
-        if let Some(camp) = camps.get_mut(ci) {
-            index_stream_fingerprints(camp, id, spec, &mut w);
+        let stream_id = intern.str(id);
+        if let (Some(camp), Some(fps)) = (camps.get(ci), fingerprints.get_mut(ci)) {
+            index_stream_fingerprints(&camp.id, fps, &stream_id, spec, &mut intern, &mut w);
         }
         if !spec.enabled {
             continue;
         }
-        if let (Some(entry), Some(list)) = (stream(id, spec, &snap, &mut w), per_campaign.get_mut(ci)) {
+        if let (Some(entry), Some(list)) =
+            (stream(stream_id, spec, &snap, &mut intern, &mut w), per_campaign.get_mut(ci))
+        {
             list.push(entry);
         }
     }
-    for (camp, mut list) in camps.iter_mut().zip(per_campaign) {
+    drop(intern);
+    for ((camp, mut list), (streams, destinations)) in camps.iter_mut().zip(per_campaign).zip(fingerprints) {
         // Already in ID order; a stable sort keeps it for equal priorities.
         list.sort_by_key(|s| s.priority);
         camp.streams = list.into();
+        camp.stream_fp = freeze(streams);
+        camp.destination_fp = freeze(destinations);
     }
 
     snap.campaigns = camps.into();
@@ -149,7 +210,7 @@ pub(super) fn build(
     snap
 }
 
-fn destination(id: &str, spec: &DestinationSpec, w: &mut Warnings) -> Option<DestinationEntry> {
+fn destination(id: &str, spec: &DestinationSpec, intern: &mut Interner, w: &mut Warnings) -> Option<DestinationEntry> {
     let template = match UrlTemplate::parse(&spec.url) {
         Ok(t) => t,
         Err(e) => {
@@ -177,7 +238,7 @@ fn destination(id: &str, spec: &DestinationSpec, w: &mut Warnings) -> Option<Des
         caps.push(CapLimit { metric: rule.metric, limit, window_hours: u32::try_from(hours).unwrap_or(24) });
     }
     Some(DestinationEntry {
-        id: id.into(),
+        id: intern.str(id),
         name: spec.name.as_str().into(),
         switched_on: spec.is_switched_on(),
         template,
@@ -186,8 +247,14 @@ fn destination(id: &str, spec: &DestinationSpec, w: &mut Warnings) -> Option<Des
     })
 }
 
-fn campaign(id: &str, spec: &CampaignSpec, sources: &HashMap<&str, &str>, w: &mut Warnings) -> CampaignEntry {
-    let trafficback = spec.trafficback_url.as_deref().and_then(|url| match UrlTemplate::parse(url) {
+fn campaign(
+    id: &str,
+    spec: &CampaignSpec,
+    sources: &HashMap<&str, &str>,
+    intern: &mut Interner,
+    w: &mut Warnings,
+) -> CampaignEntry {
+    let trafficback = spec.trafficback_url.as_deref().and_then(|url| match intern.template(url.trim()) {
         Ok(t) => Some(t),
         Err(e) => {
             w.add("Campaign", id, format!("trafficbackUrl: {e}; clicks without a route get 404"));
@@ -195,7 +262,7 @@ fn campaign(id: &str, spec: &CampaignSpec, sources: &HashMap<&str, &str>, w: &mu
         }
     });
     let source_key = spec.traffic_source_id.as_deref().and_then(|sid| match sources.get(sid) {
-        Some(key) => Some(Box::from(*key)),
+        Some(key) => Some(intern.str(key)),
         None => {
             w.add("Campaign", id, format!("traffic source {sid} does not exist; `source` stays empty"));
             None
@@ -205,7 +272,7 @@ fn campaign(id: &str, spec: &CampaignSpec, sources: &HashMap<&str, &str>, w: &mu
         .cost_model
         .as_ref()
         .filter(|m| m.type_ == CostModelType::Cpc)
-        .and_then(|m| Some((m.value.to_decimal()?, Box::from(m.currency.as_deref().unwrap_or("")))));
+        .and_then(|m| Some((m.value.to_decimal()?, intern.str(m.currency.as_deref().unwrap_or("")))));
     let depth = spec.trafficback_max_depth.clamp(0, MAX_TRAFFICBACK_DEPTH);
     CampaignEntry {
         id: id.into(),
@@ -213,24 +280,24 @@ fn campaign(id: &str, spec: &CampaignSpec, sources: &HashMap<&str, &str>, w: &mu
         paused: spec.status == CampaignStatus::Paused,
         trafficback,
         trafficback_max_depth: u32::try_from(depth).unwrap_or(1),
-        traffic_source_id: spec.traffic_source_id.as_deref().map(Box::from),
-        team_id: spec.team_id.as_deref().unwrap_or(traffoflex_crds::DEFAULT_TEAM).into(),
+        traffic_source_id: spec.traffic_source_id.as_deref().map(|s| intern.str(s)),
+        team_id: intern.str(spec.team_id.as_deref().unwrap_or(traffoflex_crds::DEFAULT_TEAM)),
         source_key,
         cpc,
         streams: Box::default(),
-        stream_fp: HashMap::new(),
-        destination_fp: HashMap::new(),
+        stream_fp: Box::default(),
+        destination_fp: Box::default(),
     }
 }
 
 /// Adds `id` under `fp`; false when another ID already has the fingerprint (it becomes ambiguous).
-pub(super) fn index_fp(map: &mut HashMap<[u8; 4], Option<Box<str>>>, fp: [u8; 4], id: &str) -> bool {
+pub(super) fn index_fp(map: &mut FpMap, fp: [u8; 4], id: &Arc<str>) -> bool {
     match map.entry(fp) {
         Entry::Vacant(slot) => {
-            slot.insert(Some(id.into()));
+            slot.insert(Some(Arc::clone(id)));
             true
         }
-        Entry::Occupied(slot) if slot.get().as_deref() == Some(id) => true,
+        Entry::Occupied(slot) if slot.get().as_deref() == Some(&**id) => true,
         Entry::Occupied(mut slot) => {
             slot.insert(None);
             false
@@ -238,23 +305,37 @@ pub(super) fn index_fp(map: &mut HashMap<[u8; 4], Option<Box<str>>>, fp: [u8; 4]
     }
 }
 
-fn index_stream_fingerprints(camp: &mut CampaignEntry, id: &str, spec: &StreamSpec, w: &mut Warnings) {
-    if !index_fp(&mut camp.stream_fp, fingerprint4(id), id) {
+fn index_stream_fingerprints(
+    campaign_id: &str,
+    (streams, destinations): &mut (FpMap, FpMap),
+    id: &Arc<str>,
+    spec: &StreamSpec,
+    intern: &mut Interner,
+    w: &mut Warnings,
+) {
+    if !index_fp(streams, fingerprint4(id), id) {
         w.add("Stream", id, "shares its click-ID fingerprint with another stream of the campaign");
     }
     for dest_id in spec.destinations.iter().filter_map(|d| d.destination_id.as_deref()) {
-        if !index_fp(&mut camp.destination_fp, fingerprint4(dest_id), dest_id) {
+        if !index_fp(destinations, fingerprint4(dest_id), &intern.str(dest_id)) {
             w.add(
                 "Destination",
                 dest_id,
-                format!("shares its click-ID fingerprint with another destination of campaign {}", camp.id),
+                format!("shares its click-ID fingerprint with another destination of campaign {campaign_id}"),
             );
         }
     }
 }
 
-fn stream(id: &str, spec: &StreamSpec, snap: &RoutingSnapshot, w: &mut Warnings) -> Option<StreamEntry> {
-    let condition = match spec.conditions.as_ref().map(CompiledCondition::compile).transpose() {
+fn stream(
+    id: Arc<str>,
+    spec: &StreamSpec,
+    snap: &RoutingSnapshot,
+    intern: &mut Interner,
+    w: &mut Warnings,
+) -> Option<StreamEntry> {
+    let id = &id;
+    let condition = match spec.conditions.as_ref().map(|c| intern.condition(c)).transpose() {
         Ok(c) => c,
         Err(e) => {
             w.add("Stream", id, format!("conditions: {e}; skipped"));
@@ -292,7 +373,7 @@ fn stream(id: &str, spec: &StreamSpec, snap: &RoutingSnapshot, w: &mut Warnings)
         fallback: if roi.fallback == Selection::BestRoi { Selection::RoundRobin } else { roi.fallback },
     };
     Some(StreamEntry {
-        id: id.into(),
+        id: Arc::clone(id),
         name: spec.name.as_str().into(),
         priority: spec.priority,
         condition,

@@ -3,7 +3,7 @@
 use serde_json::json;
 use traffoflex_core::clickid::{ClickIdCodec, ClickIdInfo, fingerprint4, fingerprint8};
 
-use super::build::index_fp;
+use super::build::{freeze, index_fp};
 use super::*;
 use crate::routing::fixtures::{campaign, destination, snapshot, source, stream};
 
@@ -224,11 +224,16 @@ fn click_ids_resolve_to_campaign_stream_and_destination() {
 
 #[test]
 fn shared_fingerprints_attribute_nothing() {
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
     let mut map = HashMap::new();
-    assert!(index_fp(&mut map, [1; 4], "a"));
-    assert!(index_fp(&mut map, [1; 4], "a"), "the same ID again is fine");
-    assert!(!index_fp(&mut map, [1; 4], "b"));
-    assert_eq!(find_fp(&[1; 4], &map), None);
-    assert!(!index_fp(&mut map, [1; 4], "a"), "stays ambiguous");
-    assert_eq!(find_fp(&[0; 4], &map), None);
+    assert!(index_fp(&mut map, [1; 4], &a));
+    assert!(index_fp(&mut map, [2; 4], &b));
+    assert!(index_fp(&mut map, [1; 4], &a), "the same ID again is fine");
+    assert_eq!(find_fp(&[1; 4], &freeze(map.clone())), Some("a"));
+    assert_eq!(find_fp(&[2; 4], &freeze(map.clone())), Some("b"));
+    assert!(!index_fp(&mut map, [1; 4], &b));
+    assert_eq!(find_fp(&[1; 4], &freeze(map.clone())), None);
+    assert!(!index_fp(&mut map, [1; 4], &a), "stays ambiguous");
+    assert_eq!(find_fp(&[0; 4], &freeze(map.clone())), None);
+    assert_eq!(find_fp(&[2; 4], &freeze(map)), Some("b"));
 }
