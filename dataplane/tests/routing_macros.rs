@@ -10,6 +10,8 @@ use traffoflex_dataplane::routing::{ClickContext, Facts, MacroValues, UrlTemplat
 use url::Url;
 
 const TEMPLATES: &[&str] = &[
+    "https://offer.example/land?cid={clickId}&s1={sub1}&geo={country}#{sub2}",
+    "https://offer.example/a?x={param:p}&y=%41{sub1}",
     "https://offer.example/path?cid={clickId}&s={sub1}",
     "https://offer.example:8443/{sub1}/{param:p}?q={sub2}#{sub3}",
     "http://offer.example/{sub1}{sub2}{sub3}",
@@ -95,6 +97,10 @@ proptest! {
         let again = Url::parse(rendered.as_str());
         prop_assert!(again.is_ok(), "{rendered}");
         prop_assert_eq!(again.map(|u| origin(&u)).ok(), Some(origin(&blank)));
+        // The text a redirect sends, built without a second parse where the template allows, is exactly what
+        // the parser would have written.
+        let text = parsed.render_str(&values);
+        prop_assert_eq!(text.as_deref().ok(), Some(rendered.as_str()), "{}", template);
     }
 }
 

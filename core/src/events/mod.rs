@@ -1,11 +1,13 @@
 //! The events every role emits — clicks, trafficback, conversions, postback logs, destination health — and
 //! their versioned wire format (see `docs/events.md`).
 
+mod binary;
 mod wire;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub use binary::{BINARY_FORMAT, BinaryError, ClickRef};
 pub use wire::{DecodeError, WIRE_VERSION, decode, encode};
 
 /// Milliseconds since the Unix epoch, UTC.

@@ -1,4 +1,6 @@
-//! The wire format: one JSON object per message, `{"v":1,"type":"click","data":{…}}`.
+//! The wire format: one JSON object per message, `{"v":1,"type":"conversion","data":{…}}`, except clicks and
+//! trafficback clicks, which travel in the compact binary form of [`super::binary`] (first byte `0x02`).
+//! [`decode`] reads both, and clicks in JSON too.
 
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -20,6 +22,8 @@ pub enum DecodeError {
     Type(String),
     #[error("bad `{kind}` event: {source}")]
     Data { kind: String, source: serde_json::Error },
+    #[error("bad binary click event: {0}")]
+    Binary(#[from] super::binary::BinaryError),
 }
 
 #[derive(Serialize)]
@@ -47,8 +51,8 @@ fn out<T: Serialize>(kind: &'static str, data: &T) -> Vec<u8> {
 /// The event's bytes on the wire.
 pub fn encode(event: &Event) -> Vec<u8> {
     match event {
-        Event::Click(c) => out("click", c),
-        Event::Trafficback(c) => out("trafficback", c),
+        Event::Click(c) => super::binary::ClickRef::of(c).encode(false),
+        Event::Trafficback(c) => super::binary::ClickRef::of(c).encode(true),
         Event::Conversion(c) => out("conversion", c),
         Event::PostbackLog(p) => out("postbackLog", p),
         Event::DestinationHealth(h) => out("destinationHealth", h),
@@ -57,6 +61,10 @@ pub fn encode(event: &Event) -> Vec<u8> {
 
 /// Reads one message; every failure says what was wrong so it can be shown as an ingestion error.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.first() == Some(&super::binary::BINARY_FORMAT) {
+        let (trafficback, click) = super::binary::decode_click(bytes)?;
+        return Ok(if trafficback { Event::Trafficback(click) } else { Event::Click(click) });
+    }
     // Messages as `encode` writes them (`v` and `type` before `data`) are read in one pass; anything else,
     // failures included, goes through the envelope first, which says precisely what is wrong.
     match serde_json::from_slice::<OnePass>(bytes) {
@@ -164,7 +172,7 @@ mod tests {
     #[test]
     fn one_pass_and_two_passes_agree() {
         for e in samples() {
-            let bytes = encode(&e);
+            let bytes = json(&e);
             assert_eq!(decode_in_two_passes(&bytes).unwrap(), e);
             assert!(serde_json::from_slice::<OnePass>(&bytes).is_ok(), "encode's order is read in one pass");
         }
@@ -182,22 +190,39 @@ mod tests {
         assert!(decode(twice).unwrap_err().to_string().contains("duplicate field"));
     }
 
-    #[test]
-    fn every_event_round_trips() {
-        for e in samples() {
-            assert_eq!(decode(&encode(&e)).unwrap(), e);
+    /// Every event in the JSON envelope, clicks included (as earlier releases wrote them).
+    fn json(e: &Event) -> Vec<u8> {
+        match e {
+            Event::Click(c) => out("click", c),
+            Event::Trafficback(c) => out("trafficback", c),
+            other => encode(other),
         }
     }
 
     #[test]
-    fn the_envelope_is_documented_json() {
-        let bytes = encode(&samples()[0]);
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    fn every_event_round_trips() {
+        for e in samples() {
+            assert_eq!(decode(&encode(&e)).unwrap(), e);
+            assert_eq!(decode(&json(&e)).unwrap(), e, "clicks in JSON are still read");
+        }
+    }
+
+    #[test]
+    fn clicks_are_binary_and_the_rest_documented_json() {
+        let samples = samples();
+        assert_eq!(encode(&samples[0])[..2], [super::super::binary::BINARY_FORMAT, 1]);
+        assert_eq!(encode(&samples[1])[..2], [super::super::binary::BINARY_FORMAT, 2]);
+        assert!(encode(&samples[0]).len() < json(&samples[0]).len() / 2, "the binary form is compact");
+        let v: serde_json::Value = serde_json::from_slice(&encode(&samples[2])).unwrap();
         assert_eq!(v["v"], 1);
-        assert_eq!(v["type"], "click");
-        assert_eq!(v["data"]["clickId"], "c1");
-        assert_eq!(v["data"]["cost"], "0.05", "money is a decimal string, never a float");
-        assert_eq!(v["data"]["subs"][2], "c");
+        assert_eq!(v["type"], "conversion");
+        assert_eq!(v["data"]["conversionId"], "v1");
+        assert_eq!(v["data"]["payout"], "12.340000", "money is a decimal string, never a float");
+        let v: serde_json::Value = serde_json::from_slice(&json(&samples[0])).unwrap();
+        assert_eq!(
+            (&v["type"], &v["data"]["cost"], &v["data"]["subs"][2]),
+            (&"click".into(), &"0.05".into(), &"c".into())
+        );
     }
 
     #[test]
@@ -210,12 +235,13 @@ mod tests {
 
     #[test]
     fn bad_messages_say_why() {
-        let cases: [(&[u8], &str); 5] = [
+        let cases: [(&[u8], &str); 6] = [
             (b"not json", "not a TraffoFlex event envelope"),
             (br#"{"v":99,"type":"click","data":{}}"#, "version 99"),
             (br#"{"v":1,"type":"nope","data":{}}"#, "unknown event type `nope`"),
             (br#"{"v":1,"type":"click","data":{"ts":"soon"}}"#, "bad `click` event"),
             (br#"{"v":1,"type":"click"}"#, "not a TraffoFlex event envelope"),
+            (&[2, 1, 5, b'a'], "bad binary click event: field `clickId` is cut off"),
         ];
         for (bytes, want) in cases {
             let err = decode(bytes).unwrap_err().to_string();

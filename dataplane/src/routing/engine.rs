@@ -171,14 +171,14 @@ pub fn route<'s, R: Rng + ?Sized>(
                 destination_id: &destination.id,
                 facts: &facts,
             };
-            let Ok(url) = destination.template.render(&values) else {
+            let Ok(url) = destination.template.render_str(&values) else {
                 return trafficback(campaign, Some(stream), TrafficbackReason::NoDestination, &facts, now, inputs);
             };
             if let (Some(visitor), Some(policy)) = (visitor, &stream.anti_repeat) {
                 let dest = inputs.anti_repeat.destination(&destination.id);
                 inputs.anti_repeat.record(visitor, dest, now_ms, policy.window_ms);
             }
-            RouteDecision::Redirect { url: url.into(), click_id, campaign, stream, destination }
+            RouteDecision::Redirect { url, click_id, campaign, stream, destination }
         }
         None => trafficback(campaign, Some(stream), TrafficbackReason::NoDestination, &facts, now, inputs),
     }

@@ -157,6 +157,10 @@ pub struct UrlTemplate {
     host: Box<str>,
     port: Option<u16>,
     capacity: usize,
+    /// Every macro is in the query or fragment and the literal text is already as the URL parser writes it,
+    /// so a rendered URL is final as built: values are percent-encoded, and the authority is literal and ends
+    /// before the first macro (see [`UrlTemplate::render_str`]).
+    verbatim: bool,
 }
 
 impl fmt::Display for UrlTemplate {
@@ -187,7 +191,7 @@ impl UrlTemplate {
             .ok_or_else(|| TemplateError::Invalid(t.into(), "no host".into()))?;
         let segments = segments(tail);
         let macros = segments.iter().filter(|s| matches!(s, Segment::Macro(_))).count();
-        Ok(Self {
+        let mut template = Self {
             raw: t.into(),
             prefix: prefix.into(),
             scheme: origin.scheme().into(),
@@ -195,7 +199,38 @@ impl UrlTemplate {
             port: origin.port_or_known_default(),
             capacity: t.len() + 48 * macros + 16,
             segments: segments.into(),
-        })
+            verbatim: false,
+        };
+        template.verbatim = template.macros_after_path() && {
+            let literal = template.fill(|_, _| {});
+            Url::parse(&literal).is_ok_and(|u| u.as_str() == literal)
+        };
+        Ok(template)
+    }
+
+    /// Whether no macro comes before the first `?` or `#` (the path can't gain segments such as `..`).
+    fn macros_after_path(&self) -> bool {
+        for segment in self.segments.iter() {
+            match segment {
+                Segment::Literal(text) if text.contains(['?', '#']) => return true,
+                Segment::Literal(_) => {}
+                Segment::Macro(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// The prefix and the literal segments, with `value` writing each macro.
+    fn fill(&self, mut value: impl FnMut(&mut String, &Macro)) -> String {
+        let mut out = String::with_capacity(self.capacity);
+        out.push_str(&self.prefix);
+        for segment in self.segments.iter() {
+            match segment {
+                Segment::Literal(text) => out.push_str(text),
+                Segment::Macro(m) => value(&mut out, m),
+            }
+        }
+        out
     }
 
     /// The template as written.
@@ -205,14 +240,7 @@ impl UrlTemplate {
 
     /// Fills the macros and checks the result still points at the template's scheme, host and port.
     pub fn render(&self, values: &MacroValues<'_>) -> Result<Url, RenderError> {
-        let mut out = String::with_capacity(self.capacity);
-        out.push_str(&self.prefix);
-        for segment in self.segments.iter() {
-            match segment {
-                Segment::Literal(text) => out.push_str(text),
-                Segment::Macro(m) => push_value(&mut out, m, values),
-            }
-        }
+        let out = self.fill(|out, m| push_value(out, m, values));
         let url = Url::parse(&out).map_err(|e| RenderError::Invalid(e.to_string()))?;
         if url.scheme() != &*self.scheme
             || url.host_str() != Some(&*self.host)
@@ -221,6 +249,19 @@ impl UrlTemplate {
             return Err(RenderError::OriginChanged);
         }
         Ok(url)
+    }
+}
+
+impl UrlTemplate {
+    /// [`UrlTemplate::render`] as text. Where the template allows (macros only in the query or fragment, its
+    /// literal text already normalised), the text is built without parsing it again: each value is
+    /// percent-encoded, so it can't end the query or start a fragment, and the scheme, host and port are the
+    /// template's literal prefix, which ends before the first macro.
+    pub fn render_str(&self, values: &MacroValues<'_>) -> Result<String, RenderError> {
+        if self.verbatim {
+            return Ok(self.fill(|out, m| push_value(out, m, values)));
+        }
+        self.render(values).map(String::from)
     }
 }
 

@@ -17,8 +17,9 @@ use chrono::Utc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use traffoflex_core::bus::Topic;
 use traffoflex_core::clickid::ClickIdCodec;
-use traffoflex_core::events::{ClickEvent, Event};
+use traffoflex_core::events::ClickRef;
 use traffoflex_core::telemetry::Telemetry;
 
 use super::config::LiveConfig;
@@ -28,6 +29,7 @@ use super::unique::UniqueVisitors;
 use super::visitor::{DeviceCache, TrustedProxies, client_ip, language};
 use crate::clicklog::{ClickLog, Record};
 use crate::health::checker::SharedHealth;
+use crate::routing::text::StackStr;
 use crate::routing::{AntiRepeatCache, ClickContext, RouteDecision, RouteInputs, route, route_trafficback};
 
 /// Everything a click handler needs, shared by all requests.
@@ -260,12 +262,11 @@ async fn handle(
         ctx.is_unique = s.unique.first_click(c.id(), Some(ip), ua, now_ms);
     }
 
-    let (url, click_id, event) = match decide(s, entry, &loaded.snapshot, key, &ctx, now) {
+    let (url, click_id, record, outcome) = match decide(s, entry, &loaded.snapshot, key, &ctx, now) {
         Ok(d) => d,
         Err(res) => return *res,
     };
-    let outcome = if matches!(event, Event::Click(_)) { "redirect" } else { "trafficback" };
-    let recorded = !s.log.append(Record::from_event(&event)).await.is_dropped();
+    let recorded = !s.log.append(record).await.is_dropped();
     if !recorded {
         s.metrics.log_drops.inc();
     }
@@ -273,7 +274,8 @@ async fn handle(
     redirect(&url, recorded.then_some(click_id.as_str()))
 }
 
-/// Routes the click; the engine's borrowed inputs don't outlive this call, so the handler's future stays `Send`.
+/// Routes the click: where it goes, its ID, its event ready for the click log, and the outcome label. The
+/// engine's borrowed inputs don't outlive this call, so the handler's future stays `Send`.
 fn decide(
     s: &TrafficState,
     entry: Entry,
@@ -281,7 +283,7 @@ fn decide(
     key: &str,
     ctx: &ClickContext<'_>,
     now: chrono::DateTime<Utc>,
-) -> Result<(String, String, Event), Box<Response>> {
+) -> Result<(String, String, Record, &'static str), Box<Response>> {
     let now_ms = now.timestamp_millis();
     let health = s.health.load();
     let inputs = RouteInputs {
@@ -300,67 +302,91 @@ fn decide(
             Err(Box::new(not_found(s, "noRoute", "no destination is available for this click")))
         }
         RouteDecision::Redirect { url, click_id, campaign, stream, destination } => {
-            let ev = click_event(ctx, &click_id, now_ms, campaign, stream.id(), destination.id());
+            let ev = ClickFields::new(ctx, campaign);
             s.stats.record(destination, now, ev.cost);
-            Ok((url, click_id, Event::Click(ev)))
+            let record = ev.record(ctx, &click_id, now_ms, campaign, stream.id(), destination.id(), None);
+            Ok((url, click_id, record, "redirect"))
         }
         RouteDecision::Trafficback { url, click_id, campaign, stream, .. } => {
-            let mut ev = click_event(ctx, &click_id, now_ms, campaign, stream.map_or("", |s| s.id()), "");
-            ev.trafficback_depth = u8::try_from(ctx.trafficback_depth).unwrap_or(u8::MAX);
-            Ok((url, click_id, Event::Trafficback(ev)))
+            let depth = u8::try_from(ctx.trafficback_depth).unwrap_or(u8::MAX);
+            let stream = stream.map_or("", |s| s.id());
+            let record =
+                ClickFields::new(ctx, campaign).record(ctx, &click_id, now_ms, campaign, stream, "", Some(depth));
+            Ok((url, click_id, record, "trafficback"))
         }
     }
 }
 
-fn click_event(
-    ctx: &ClickContext<'_>,
-    click_id: &str,
-    ts: i64,
-    campaign: &crate::routing::CampaignEntry,
-    stream_id: &str,
-    destination_id: &str,
-) -> ClickEvent {
-    let cost = ctx.cost.or_else(|| campaign.cpc_cost().map(|(v, _)| v)).unwrap_or_default();
-    let currency = if ctx.currency.is_empty() {
-        campaign.cpc_cost().map(|(_, c)| c.to_owned()).unwrap_or_default()
-    } else {
-        ctx.currency.to_string()
-    };
-    let source = if ctx.source.is_empty() { campaign.source_key().unwrap_or_default() } else { &ctx.source };
-    ClickEvent {
-        click_id: click_id.to_owned(),
-        ts,
-        campaign_id: campaign.id().to_owned(),
-        campaign_key: campaign.key().to_owned(),
-        stream_id: stream_id.to_owned(),
-        destination_id: destination_id.to_owned(),
-        traffic_source_id: campaign.traffic_source_id().unwrap_or_default().to_owned(),
-        team_id: campaign.team_id().to_owned(),
-        trafficback_depth: 0,
-        source: source.to_owned(),
-        source_click_id: ctx.source_click_id.to_string(),
-        ip: ctx.ip.map(|i| i.to_string()).unwrap_or_default(),
-        country: ctx.country.to_string(),
-        region: ctx.region.to_string(),
-        city: ctx.city.to_string(),
-        isp: ctx.isp.to_string(),
-        asn: ctx.asn.unwrap_or(0),
-        device_type: ctx.device_type.to_string(),
-        os: ctx.os.to_string(),
-        browser: ctx.browser.to_string(),
-        language: ctx.language.to_string(),
-        user_agent: ctx.user_agent.to_string(),
-        referrer: ctx.referrer.to_string(),
-        utm_source: ctx.utm_source.to_string(),
-        utm_medium: ctx.utm_medium.to_string(),
-        utm_campaign: ctx.utm_campaign.to_string(),
-        utm_content: ctx.utm_content.to_string(),
-        utm_term: ctx.utm_term.to_string(),
-        subs: ctx.subs.iter().map(|s| s.to_string()).collect(),
-        cost,
-        currency,
-        is_bot: ctx.is_bot,
-        is_unique: ctx.is_unique,
+/// What a click's event takes from the campaign where the request left it out.
+struct ClickFields<'a> {
+    cost: rust_decimal::Decimal,
+    currency: &'a str,
+    source: &'a str,
+}
+
+impl<'a> ClickFields<'a> {
+    fn new(ctx: &'a ClickContext<'_>, campaign: &'a crate::routing::CampaignEntry) -> Self {
+        let cpc = campaign.cpc_cost();
+        Self {
+            cost: ctx.cost.or_else(|| cpc.map(|(v, _)| v)).unwrap_or_default(),
+            currency: if ctx.currency.is_empty() { cpc.map_or("", |(_, c)| c) } else { &ctx.currency },
+            source: if ctx.source.is_empty() { campaign.source_key().unwrap_or_default() } else { &ctx.source },
+        }
+    }
+
+    /// The click (or, with a depth, trafficback) event in its wire form, under its click ID.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        ctx: &ClickContext<'_>,
+        click_id: &str,
+        ts: i64,
+        campaign: &crate::routing::CampaignEntry,
+        stream_id: &str,
+        destination_id: &str,
+        trafficback_depth: Option<u8>,
+    ) -> Record {
+        let ip = ctx.ip.and_then(StackStr::display);
+        let mut subs = [""; 10];
+        for (slot, s) in subs.iter_mut().zip(&ctx.subs) {
+            *slot = s;
+        }
+        let click = ClickRef {
+            click_id,
+            ts,
+            campaign_id: campaign.id(),
+            campaign_key: campaign.key(),
+            stream_id,
+            destination_id,
+            traffic_source_id: campaign.traffic_source_id().unwrap_or_default(),
+            team_id: campaign.team_id(),
+            trafficback_depth: trafficback_depth.unwrap_or(0),
+            source: self.source,
+            source_click_id: &ctx.source_click_id,
+            ip: ip.as_ref().map_or("", StackStr::as_str),
+            country: &ctx.country,
+            region: &ctx.region,
+            city: &ctx.city,
+            isp: &ctx.isp,
+            asn: ctx.asn.unwrap_or(0),
+            device_type: &ctx.device_type,
+            os: &ctx.os,
+            browser: &ctx.browser,
+            language: &ctx.language,
+            user_agent: &ctx.user_agent,
+            referrer: &ctx.referrer,
+            utm_source: &ctx.utm_source,
+            utm_medium: &ctx.utm_medium,
+            utm_campaign: &ctx.utm_campaign,
+            utm_content: &ctx.utm_content,
+            utm_term: &ctx.utm_term,
+            subs,
+            cost: self.cost,
+            currency: self.currency,
+            is_bot: ctx.is_bot,
+            is_unique: ctx.is_unique,
+        };
+        Record::new(Topic::Clicks, click_id, click.encode(trafficback_depth.is_some()))
     }
 }
 
