@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
 # bench/traffic.sh — the click path against nginx, on the same machine, in the same run.
 #
-# Builds the release binary, seeds CAMPAIGNS campaigns (5 streams each, with conditions), starts
-# `traffoflex up` on the embedded backends and an nginx whose location answers `return 302`, then loads both
-# with wrk over loopback: first at full speed (requests/s), then at half of traffoflex's maximum rate for
-# latency (wrk2-style constant rate is not available in Debian's wrk, so latency is read at a fixed
-# connection count; see the README). Prints one table and the ratios. Also prints the traffic process's RSS
-# with 10,000 campaigns loaded. Needs nginx and wrk (installed from Debian if missing).
+# Builds the release binary, seeds CAMPAIGNS campaigns (5 streams each, with conditions), starts the traffic
+# service and an nginx whose location answers `return 302`, and loads both with wrk over loopback:
+#   1. at full speed (requests/s and latency at CONNECTIONS connections);
+#   2. paced at half of each server's own maximum rate (each connection waits PACE_MS between requests, with
+#      enough connections to make half the rate), for the latency a server shows when it is not saturated.
+# Prints one table, the ratio, clicks per fsync, and the traffic process's RSS with CAMPAIGNS and with 10,000
+# campaigns loaded. Needs nginx and wrk (installed from Debian if missing).
+#
+# MODE=traffic (default): `traffoflex traffic` as deployed, shipping its click log to a Kafka broker of its own
+#   (scripts/deps.sh kafka-broker; the JVM shares the same two cores).
+# MODE=up: `traffoflex up` on the embedded backends (the same process also ingests every click into its
+#   embedded analytics store).
 #
 #   bench/traffic.sh            # defaults: 1,000 campaigns, 10 s per run, 64 connections, 1 wrk thread
-#   CAMPAIGNS=1000 DURATION=10 CONNECTIONS=64 bench/traffic.sh
+#   MODE=up CAMPAIGNS=1000 DURATION=10 CONNECTIONS=64 DURABILITY=fast bench/traffic.sh
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
+MODE="${MODE:-traffic}"
 CAMPAIGNS="${CAMPAIGNS:-1000}"
 DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-64}"
 DURABILITY="${DURABILITY:-durable}"
+PACE_MS="${PACE_MS:-5}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/traffoflex/target}"
 WORK="$(mktemp -d)"
 TF_PORT=18181
 NGINX_PORT=18182
+KAFKA_PORT=18192
+KAFKA_CONTROLLER_PORT=18193
+stop_tf() {
+  if [ -n "${TF_PID:-}" ]; then kill -INT "$TF_PID" 2>/dev/null || true; wait "$TF_PID" 2>/dev/null || true; fi
+  TF_PID=
+}
 cleanup() {
-  [ -n "${TF_PID:-}" ] && kill -INT "$TF_PID" 2>/dev/null && wait "$TF_PID" 2>/dev/null
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+  stop_tf
+  if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
+  if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null || true; wait "$KAFKA_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -35,8 +50,10 @@ cargo build --release -q --bin traffoflex --example bench_seed
 BIN="$CARGO_TARGET_DIR/release/traffoflex"
 SEED="$CARGO_TARGET_DIR/release/examples/bench_seed"
 
-# The URLs: campaigns in turn, countries and devices that hit different streams.
-cat > "$WORK/urls.lua" <<LUA
+# The URLs: campaigns in turn, countries and devices that hit different streams. With PACE set, each
+# connection waits that many milliseconds before each request (wrk's `delay`).
+write_script() { # file pace_ms
+  cat > "$1" <<LUA
 local n = $CAMPAIGNS
 local countries = {"DE","US","FR","ES","PL","BR"}
 local i = 0
@@ -46,9 +63,13 @@ request = function()
   return wrk.format("GET", path, {["User-Agent"] = (i % 2 == 0) and "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Safari/604.1" or "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36"})
 end
 LUA
+  if [ "$2" -gt 0 ]; then echo "delay = function() return $2 end" >> "$1"; fi
+}
+write_script "$WORK/full.lua" 0
+write_script "$WORK/paced.lua" "$PACE_MS"
 
-run_wrk() { # url -> "rps p50_ms p99_ms"
-  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/urls.lua" "$1" > "$WORK/wrk.txt" 2>&1
+run_wrk() { # url connections script [seconds] -> "rps p50_ms p99_ms"
+  wrk -t1 -c"$2" -d"${4:-$DURATION}s" --latency -s "$3" "$1" > "$WORK/wrk.txt" 2>&1
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.txt")
   p50=$(awk '$1=="50%" {print $2}' "$WORK/wrk.txt")
@@ -59,13 +80,44 @@ to_ms() { # wrk prints 1.23ms / 456.00us / 1.02s
   case "$1" in *us) awk -v v="${1%us}" 'BEGIN{printf "%.3f", v/1000}';; *ms) awk -v v="${1%ms}" 'BEGIN{printf "%.3f", v}';;
     *s) awk -v v="${1%s}" 'BEGIN{printf "%.3f", v*1000}';; *) echo "$1";; esac
 }
+# Half of `max_rps`, paced: connections that each wait PACE_MS between requests, first estimated, then
+# corrected by a 3 s trial (each request's own latency slows a connection down too).
+# -> "connections rps p50_ms p99_ms"
+run_paced() { # url max_rps
+  local c r
+  c=$(awk -v r="$2" -v p="$PACE_MS" 'BEGIN{c=int(r/2*p/1000+0.5); if (c<1) c=1; print c}')
+  read -r r _ _ < <(run_wrk "$1" "$c" "$WORK/paced.lua" 3)
+  c=$(awk -v c="$c" -v r="$r" -v m="$2" 'BEGIN{n=int(c*(m/2)/r+0.5); if (n<1) n=1; print n}')
+  echo "$c $(run_wrk "$1" "$c" "$WORK/paced.lua")"
+}
+
+wait_ready() { # url what
+  for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "$2 did not become ready" >&2; cat "$WORK/tf.err" >&2; exit 1
+}
+
+if [ "$MODE" = traffic ]; then
+  mkdir -p "$WORK/kafka"
+  scripts/deps.sh kafka-broker "$WORK/kafka" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" > "$WORK/kafka.log" 2>&1 &
+  KAFKA_PID=$!
+  for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && break; sleep 0.2; done
+fi
+start_tf() { # data_dir
+  if [ "$MODE" = traffic ]; then
+    "$BIN" migrate --data-dir "$1" --kafka-brokers "127.0.0.1:$KAFKA_PORT" > "$WORK/migrate.out" 2>&1 \
+      || { cat "$WORK/migrate.out" >&2; exit 1; }
+    "$BIN" traffic --data-dir "$1" --listen "127.0.0.1:$TF_PORT" --kafka-brokers "127.0.0.1:$KAFKA_PORT" \
+      --click-durability "$DURABILITY" --health-checks false > "$WORK/tf.out" 2> "$WORK/tf.err" &
+  else
+    "$BIN" up --data-dir "$1" --traffic-listen "127.0.0.1:$TF_PORT" --click-durability "$DURABILITY" \
+      --health-checks false > "$WORK/tf.out" 2> "$WORK/tf.err" &
+  fi
+  TF_PID=$!
+  wait_ready "http://127.0.0.1:$TF_PORT/readyz" "traffoflex $MODE"
+}
 
 "$SEED" "$WORK/tf" "$CAMPAIGNS" >/dev/null
-"$BIN" up --data-dir "$WORK/tf" --traffic-listen "127.0.0.1:$TF_PORT" --click-durability "$DURABILITY" \
-  --health-checks false > "$WORK/tf.out" 2> "$WORK/tf.err" &
-TF_PID=$!
-for _ in $(seq 1 100); do grep -q "is up in" "$WORK/tf.out" 2>/dev/null && break; sleep 0.1; done
-grep -q "is up in" "$WORK/tf.out" || { cat "$WORK/tf.err"; exit 1; }
+start_tf "$WORK/tf"
 
 cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 1;
@@ -82,31 +134,35 @@ http {
 NGINX
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 
-read -r tf_rps tf_p50 tf_p99 < <(run_wrk "http://127.0.0.1:$TF_PORT")
-read -r ng_rps ng_p50 ng_p99 < <(run_wrk "http://127.0.0.1:$NGINX_PORT")
-# Latency at about half of the maximum rate: half the connections, one at a time each.
-CONNECTIONS=$(( CONNECTIONS / 2 > 0 ? CONNECTIONS / 2 : 1 ))
-read -r tf_rps_h tf_p50_h tf_p99_h < <(run_wrk "http://127.0.0.1:$TF_PORT")
-read -r ng_rps_h ng_p50_h ng_p99_h < <(run_wrk "http://127.0.0.1:$NGINX_PORT")
+TF_URL="http://127.0.0.1:$TF_PORT"
+NG_URL="http://127.0.0.1:$NGINX_PORT"
+read -r tf_rps tf_p50 tf_p99 < <(run_wrk "$TF_URL" "$CONNECTIONS" "$WORK/full.lua")
+read -r ng_rps ng_p50 ng_p99 < <(run_wrk "$NG_URL" "$CONNECTIONS" "$WORK/full.lua")
+read -r tf_c tf_rps_h tf_p50_h tf_p99_h < <(run_paced "$TF_URL" "$tf_rps")
+read -r ng_c ng_rps_h ng_p50_h ng_p99_h < <(run_paced "$NG_URL" "$ng_rps")
 tf_rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$TF_PID/status")
-appended=$(curl -s "http://127.0.0.1:$TF_PORT/metrics" | awk '/^traffoflex_clicklog_appended_total/ {print $2}')
-fsyncs=$(curl -s "http://127.0.0.1:$TF_PORT/metrics" | awk '/^traffoflex_clicklog_fsyncs_total/ {print $2}')
-kill -INT "$TF_PID"; wait "$TF_PID" 2>/dev/null || true; TF_PID=
+metric() { curl -s "$TF_URL/metrics" | awk -v m="$1" '$1==m {print $2}'; }
+appended=$(metric traffoflex_clicklog_appended_total)
+fsyncs=$(metric traffoflex_clicklog_fsyncs_total)
+stop_tf
 
-# RSS with 10,000 campaigns.
+# RSS with 10,000 campaigns, while serving clicks (the allocator returns what loading freed as it goes on).
 "$SEED" "$WORK/tf10k" 10000 >/dev/null
-"$BIN" up --data-dir "$WORK/tf10k" --traffic-listen "127.0.0.1:$TF_PORT" --health-checks false > "$WORK/tf10k.out" 2>/dev/null &
-TF_PID=$!
-for _ in $(seq 1 300); do grep -q "is up in" "$WORK/tf10k.out" 2>/dev/null && break; sleep 0.1; done
-curl -s -o /dev/null "http://127.0.0.1:$TF_PORT/c/bench-00001?country=DE"
+start_tf "$WORK/tf10k"
+peak10k_kib=$(awk '/VmHWM/ {print $2}' "/proc/$TF_PID/status")
+sleep 2
+run_wrk "$TF_URL" 16 "$WORK/paced.lua" 3 >/dev/null
 rss10k_kib=$(awk '/VmRSS/ {print $2}' "/proc/$TF_PID/status")
+stop_tf
 
-printf '\n%s campaigns x 5 streams, %s clicks mode, wrk -t1, %ss per run, loopback, 2 cores\n\n' "$CAMPAIGNS" "$DURABILITY" "$DURATION"
-printf '| server | connections | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|\n'
-printf '| traffoflex | %s | %s | %s | %s |\n' "$((CONNECTIONS*2))" "$tf_rps" "$tf_p50" "$tf_p99"
-printf '| nginx return 302 | %s | %s | %s | %s |\n' "$((CONNECTIONS*2))" "$ng_rps" "$ng_p50" "$ng_p99"
-printf '| traffoflex | %s | %s | %s | %s |\n' "$CONNECTIONS" "$tf_rps_h" "$tf_p50_h" "$tf_p99_h"
-printf '| nginx return 302 | %s | %s | %s | %s |\n' "$CONNECTIONS" "$ng_rps_h" "$ng_p50_h" "$ng_p99_h"
+printf '\n`traffoflex %s`, %s campaigns x 5 streams, %s clicks, wrk -t1, %ss per run, loopback, 2 cores\n\n' \
+  "$MODE" "$CAMPAIGNS" "$DURABILITY" "$DURATION"
+printf '| server | load | connections | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n'
+printf '| traffoflex | full speed | %s | %s | %s | %s |\n' "$CONNECTIONS" "$tf_rps" "$tf_p50" "$tf_p99"
+printf '| nginx return 302 | full speed | %s | %s | %s | %s |\n' "$CONNECTIONS" "$ng_rps" "$ng_p50" "$ng_p99"
+printf '| traffoflex | half its max rate | %s | %s | %s | %s |\n' "$tf_c" "$tf_rps_h" "$tf_p50_h" "$tf_p99_h"
+printf '| nginx return 302 | half its max rate | %s | %s | %s | %s |\n' "$ng_c" "$ng_rps_h" "$ng_p50_h" "$ng_p99_h"
 awk -v a="$tf_rps" -v b="$ng_rps" 'BEGIN{printf "\nrequests/s ratio traffoflex/nginx: %.2fx\n", a/b}'
 awk -v a="$appended" -v b="$fsyncs" 'BEGIN{ if (b>0) printf "clicks per fsync (group commit): %.1f (%d clicks, %d fsyncs)\n", a/b, a, b}'
-printf 'traffic RSS: %s MiB with %s campaigns, %s MiB with 10,000 campaigns\n' "$((tf_rss_kib/1024))" "$CAMPAIGNS" "$((rss10k_kib/1024))"
+printf 'traffoflex %s RSS: %s MiB with %s campaigns, %s MiB with 10,000 campaigns (%s MiB at the peak of loading them)\n' \
+  "$MODE" "$((tf_rss_kib/1024))" "$CAMPAIGNS" "$((rss10k_kib/1024))" "$((peak10k_kib/1024))"
