@@ -140,11 +140,12 @@ impl Members {
             Value::Text(t) => {
                 let text_hit = !self.texts.is_empty()
                     && if fold { with_folded(t, |f| self.texts.contains(f)) } else { self.texts.contains(t) };
-                text_hit || (!self.nums.is_empty() && Decimal::from_str(t.trim()).is_ok_and(|d| self.nums.contains(&d)))
+                let nums = self.nums();
+                text_hit || (!nums.is_empty() && Decimal::from_str(t.trim()).is_ok_and(|d| nums.contains(&d)))
             }
-            Value::Num(d) => self.nums.contains(&d),
-            Value::Bool(b) => self.bools.contains(&b),
-            Value::Ip(ip) => self.ips.contains(&ip),
+            Value::Num(d) => self.nums().contains(&d),
+            Value::Bool(b) => self.bools().contains(&b),
+            Value::Ip(ip) => self.ips().contains(&ip),
         }
     }
 }

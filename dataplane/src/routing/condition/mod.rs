@@ -101,19 +101,41 @@ enum CmpOp {
     Lte,
 }
 
-/// The operands of `eq`/`in`, sorted by the kind of value they can equal.
+/// The operands of `eq`/`in`, sorted by the kind of value they can equal. Kept small, since a snapshot holds
+/// one per rule: texts inline, the rarer numbers, addresses and booleans behind one pointer.
 #[derive(Debug, Default)]
 struct Members {
     texts: TextSet,
+    others: Option<Box<OtherMembers>>,
+}
+
+#[derive(Debug, Default)]
+struct OtherMembers {
     nums: Box<[Decimal]>,
     ips: Box<[IpAddr]>,
     bools: Box<[bool]>,
 }
 
+impl Members {
+    fn nums(&self) -> &[Decimal] {
+        self.others.as_ref().map_or(&[], |o| &o.nums)
+    }
+
+    fn ips(&self) -> &[IpAddr] {
+        self.others.as_ref().map_or(&[], |o| &o.ips)
+    }
+
+    fn bools(&self) -> &[bool] {
+        self.others.as_ref().map_or(&[], |o| &o.bools)
+    }
+}
+
 #[derive(Debug)]
 enum TextSet {
     Small(Box<[Box<str>]>),
-    Large(HashSet<Box<str>>),
+    // Boxed: a set's own 48 bytes would make every rule of every snapshot that much bigger.
+    #[allow(clippy::box_collection)]
+    Large(Box<HashSet<Box<str>>>),
 }
 
 impl Default for TextSet {
@@ -124,7 +146,11 @@ impl Default for TextSet {
 
 impl TextSet {
     fn new(items: Vec<Box<str>>) -> Self {
-        if items.len() <= SMALL_SET { Self::Small(items.into()) } else { Self::Large(items.into_iter().collect()) }
+        if items.len() <= SMALL_SET {
+            Self::Small(items.into())
+        } else {
+            Self::Large(Box::new(items.into_iter().collect()))
+        }
     }
 
     fn contains(&self, text: &str) -> bool {
@@ -297,5 +323,7 @@ fn members<'v>(
             FieldType::Text | FieldType::Weekday | FieldType::DeviceType => texts.push(norm(&v.as_text())),
         }
     }
-    Ok(Members { texts: TextSet::new(texts), nums: nums.into(), ips: ips.into(), bools: bools.into() })
+    let others = (!nums.is_empty() || !ips.is_empty() || !bools.is_empty())
+        .then(|| Box::new(OtherMembers { nums: nums.into(), ips: ips.into(), bools: bools.into() }));
+    Ok(Members { texts: TextSet::new(texts), others })
 }
