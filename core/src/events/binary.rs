@@ -105,21 +105,17 @@ impl<'a> ClickRef<'a> {
 
     /// The message bytes of this click (`trafficback`: of a trafficback click).
     pub fn encode(&self, trafficback: bool) -> Vec<u8> {
-        let strs = [
-            self.click_id,
+        // The strings between the fixed-size fields, in wire order.
+        let ids = [
             self.campaign_id,
             self.campaign_key,
             self.stream_id,
             self.destination_id,
             self.traffic_source_id,
             self.team_id,
-            self.source,
-            self.source_click_id,
-            self.ip,
-            self.country,
-            self.region,
-            self.city,
-            self.isp,
+        ];
+        let visitor = [self.source, self.source_click_id, self.ip, self.country, self.region, self.city, self.isp];
+        let device = [
             self.device_type,
             self.os,
             self.browser,
@@ -131,48 +127,21 @@ impl<'a> ClickRef<'a> {
             self.utm_campaign,
             self.utm_content,
             self.utm_term,
-            self.currency,
         ];
-        let text: usize = strs.iter().chain(&self.subs).map(|s| s.len() + 2).sum();
-        let mut out = Vec::with_capacity(text + 48);
+        let subs = &self.subs[..self.subs.iter().rposition(|s| !s.is_empty()).map_or(0, |last| last + 1)];
+        let ends = [self.click_id, self.currency];
+        let texts = ends.iter().chain(&ids).chain(&visitor).chain(&device).chain(subs);
+        let mut out = Vec::with_capacity(texts.map(|s| s.len() + 2).sum::<usize>() + 48);
         out.extend_from_slice(&[BINARY_FORMAT, if trafficback { TRAFFICBACK } else { CLICK }]);
         put_str(&mut out, self.click_id);
         put_varint(&mut out, zigzag(self.ts));
-        for s in [
-            self.campaign_id,
-            self.campaign_key,
-            self.stream_id,
-            self.destination_id,
-            self.traffic_source_id,
-            self.team_id,
-        ] {
-            put_str(&mut out, s);
-        }
+        ids.iter().for_each(|s| put_str(&mut out, s));
         out.push(self.trafficback_depth);
-        for s in [self.source, self.source_click_id, self.ip, self.country, self.region, self.city, self.isp] {
-            put_str(&mut out, s);
-        }
+        visitor.iter().for_each(|s| put_str(&mut out, s));
         put_varint(&mut out, u64::from(self.asn));
-        for s in [
-            self.device_type,
-            self.os,
-            self.browser,
-            self.language,
-            self.user_agent,
-            self.referrer,
-            self.utm_source,
-            self.utm_medium,
-            self.utm_campaign,
-            self.utm_content,
-            self.utm_term,
-        ] {
-            put_str(&mut out, s);
-        }
-        let subs = self.subs.iter().rposition(|s| !s.is_empty()).map_or(0, |last| last + 1);
-        put_varint(&mut out, subs as u64);
-        for s in &self.subs[..subs] {
-            put_str(&mut out, s);
-        }
+        device.iter().for_each(|s| put_str(&mut out, s));
+        put_varint(&mut out, subs.len() as u64);
+        subs.iter().for_each(|s| put_str(&mut out, s));
         out.extend_from_slice(&self.cost.serialize());
         put_str(&mut out, self.currency);
         out.push(u8::from(self.is_bot) | u8::from(self.is_unique) << 1);

@@ -304,30 +304,33 @@ fn decide(
         RouteDecision::Redirect { url, click_id, campaign, stream, destination } => {
             let ev = ClickFields::new(ctx, campaign);
             s.stats.record(destination, now, ev.cost);
-            let record = ev.record(ctx, &click_id, now_ms, campaign, stream.id(), destination.id(), None);
+            let record = ev.record(&click_id, now_ms, stream.id(), destination.id(), None);
             Ok((url, click_id, record, "redirect"))
         }
         RouteDecision::Trafficback { url, click_id, campaign, stream, .. } => {
             let depth = u8::try_from(ctx.trafficback_depth).unwrap_or(u8::MAX);
             let stream = stream.map_or("", |s| s.id());
-            let record =
-                ClickFields::new(ctx, campaign).record(ctx, &click_id, now_ms, campaign, stream, "", Some(depth));
+            let record = ClickFields::new(ctx, campaign).record(&click_id, now_ms, stream, "", Some(depth));
             Ok((url, click_id, record, "trafficback"))
         }
     }
 }
 
-/// What a click's event takes from the campaign where the request left it out.
+/// A click's facts and its campaign, with what the campaign fills in where the request left it out.
 struct ClickFields<'a> {
+    ctx: &'a ClickContext<'a>,
+    campaign: &'a crate::routing::CampaignEntry,
     cost: rust_decimal::Decimal,
     currency: &'a str,
     source: &'a str,
 }
 
 impl<'a> ClickFields<'a> {
-    fn new(ctx: &'a ClickContext<'_>, campaign: &'a crate::routing::CampaignEntry) -> Self {
+    fn new(ctx: &'a ClickContext<'a>, campaign: &'a crate::routing::CampaignEntry) -> Self {
         let cpc = campaign.cpc_cost();
         Self {
+            ctx,
+            campaign,
             cost: ctx.cost.or_else(|| cpc.map(|(v, _)| v)).unwrap_or_default(),
             currency: if ctx.currency.is_empty() { cpc.map_or("", |(_, c)| c) } else { &ctx.currency },
             source: if ctx.source.is_empty() { campaign.source_key().unwrap_or_default() } else { &ctx.source },
@@ -335,17 +338,15 @@ impl<'a> ClickFields<'a> {
     }
 
     /// The click (or, with a depth, trafficback) event in its wire form, under its click ID.
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
-        ctx: &ClickContext<'_>,
         click_id: &str,
         ts: i64,
-        campaign: &crate::routing::CampaignEntry,
         stream_id: &str,
         destination_id: &str,
         trafficback_depth: Option<u8>,
     ) -> Record {
+        let (ctx, campaign) = (self.ctx, self.campaign);
         let ip = ctx.ip.and_then(StackStr::display);
         let mut subs = [""; 10];
         for (slot, s) in subs.iter_mut().zip(&ctx.subs) {
