@@ -186,6 +186,14 @@ async fn clicks_are_routed_recorded_and_survive_a_store_outage() {
         assert!(r.headers().get("location").is_none());
     }
 
+    // The key is read percent-decoded; one that is not UTF-8 names no campaign.
+    let r = click(&f, "/c/summer%2Dsale?geo=FR", DESKTOP).await;
+    assert_eq!(location(&r), "https://offer.example/b?c=FR&ip=127.0.0.1");
+    let r = click(&f, "/c/%FF", DESKTOP).await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "notFound");
+
     // HEAD is answered like GET.
     let r = client().head(format!("{}/c/summer-sale?country=DE", f.base)).send().await.unwrap();
     assert_eq!(r.status(), 302);
@@ -211,7 +219,7 @@ async fn clicks_are_routed_recorded_and_survive_a_store_outage() {
     }
 
     // Every recorded click reached the sink, with its facts.
-    let recorded = 3 + 2 + 1 + 1 + 20; // redirects + trafficbacks + HEAD + after reload + outage
+    let recorded = 3 + 2 + 1 + 1 + 1 + 20; // redirects + trafficbacks + encoded key + HEAD + after reload + outage
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while f.events.0.lock().unwrap().len() < recorded && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

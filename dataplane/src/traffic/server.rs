@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use std::borrow::Cow;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -63,7 +65,19 @@ struct OutcomeLabel {
 #[derive(Clone, Default)]
 struct TrafficMetrics {
     requests: Family<OutcomeLabel, Counter>,
+    /// The two outcomes of almost every click, taken out of `requests` once rather than looked up per click.
+    redirects: Counter,
+    trafficbacks: Counter,
     log_drops: Counter,
+}
+
+impl TrafficMetrics {
+    fn new() -> Self {
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        let redirects = requests.get_or_create(&OutcomeLabel { outcome: "redirect" }).clone();
+        let trafficbacks = requests.get_or_create(&OutcomeLabel { outcome: "trafficback" }).clone();
+        Self { requests, redirects, trafficbacks, log_drops: Counter::default() }
+    }
 }
 
 impl TrafficState {
@@ -77,7 +91,7 @@ impl TrafficState {
         reload_token: Option<String>,
         telemetry: &Telemetry,
     ) -> Self {
-        let metrics = TrafficMetrics::default();
+        let metrics = TrafficMetrics::new();
         telemetry.register("traffoflex_traffic", |r| {
             r.register("requests", "Click requests by outcome", metrics.requests.clone());
             r.register(
@@ -139,63 +153,65 @@ enum Entry {
     Trafficback,
 }
 
-async fn click(
-    State(s): State<Arc<TrafficState>>,
-    Path(key): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    handle(&s, Entry::Campaign, &key, peer, query.as_deref().unwrap_or(""), &headers).await
-}
-
-/// The MVP's `/go/{campaignPublicId}`: the campaign by its ID or its `publicId`, routed as `/c/{key}`.
-async fn by_campaign_id(
-    State(s): State<Arc<TrafficState>>,
-    Path(id): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let key = s.config.current().snapshot.campaign_for_go(&id).map(|c| c.key().to_owned());
-    by_alias(&s, key, "no active campaign with this ID", peer, query.as_deref(), &headers).await
-}
-
-/// The MVP's `/r/{publicToken}`: the campaign by its `publicToken`, routed as `/c/{key}`.
-async fn by_public_token(
-    State(s): State<Arc<TrafficState>>,
-    Path(token): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let key = s.config.current().snapshot.campaign_by_token(&token).map(|c| c.key().to_owned());
-    by_alias(&s, key, "no active campaign with this token", peer, query.as_deref(), &headers).await
-}
-
-/// A click on another name of a campaign: routed as `/c/{key}`, or 404 when the name is unknown.
-async fn by_alias(
-    s: &TrafficState,
-    key: Option<String>,
-    unknown: &str,
+/// What a click handler reads of its request, borrowed from it: no copy of the headers, the key or the query.
+struct Incoming<'r> {
+    key: Cow<'r, str>,
     peer: SocketAddr,
-    query: Option<&str>,
-    headers: &HeaderMap,
-) -> Response {
-    match key {
-        Some(key) => handle(s, Entry::Campaign, &key, peer, query.unwrap_or(""), headers).await,
-        None => not_found(s, "notFound", unknown),
+    query: &'r str,
+    headers: &'r HeaderMap,
+}
+
+impl<'r> Incoming<'r> {
+    /// The request of a route `/{prefix}/{key}`; `None` when its key is not UTF-8 once percent-decoded, or the
+    /// server gave no peer address.
+    fn of(req: &'r Request) -> Option<Self> {
+        let path = req.uri().path();
+        let raw = &path[path[1..].find('/').map_or(path.len(), |i| i + 2)..];
+        Some(Self {
+            key: percent_encoding::percent_decode_str(raw).decode_utf8().ok()?,
+            peer: req.extensions().get::<ConnectInfo<SocketAddr>>()?.0,
+            query: req.uri().query().unwrap_or(""),
+            headers: req.headers(),
+        })
     }
 }
 
-async fn trafficback_entry(
-    State(s): State<Arc<TrafficState>>,
-    Path(key): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    handle(&s, Entry::Trafficback, &key, peer, query.as_deref().unwrap_or(""), &headers).await
+fn bad_request(s: &TrafficState) -> Response {
+    not_found(s, "notFound", "no active campaign with this key")
+}
+
+async fn click(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
+    match Incoming::of(&req) {
+        Some(r) => handle(&s, Entry::Campaign, &r.key, r.peer, r.query, r.headers).await,
+        None => bad_request(&s),
+    }
+}
+
+/// The MVP's `/go/{campaignPublicId}`: the campaign by its ID or its `publicId`, routed as `/c/{key}`.
+async fn by_campaign_id(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
+    let Some(r) = Incoming::of(&req) else { return bad_request(&s) };
+    let loaded = s.config.current();
+    match loaded.snapshot.campaign_for_go(&r.key) {
+        Some(c) => handle(&s, Entry::Campaign, c.key(), r.peer, r.query, r.headers).await,
+        None => not_found(&s, "notFound", "no active campaign with this ID"),
+    }
+}
+
+/// The MVP's `/r/{publicToken}`: the campaign by its `publicToken`, routed as `/c/{key}`.
+async fn by_public_token(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
+    let Some(r) = Incoming::of(&req) else { return bad_request(&s) };
+    let loaded = s.config.current();
+    match loaded.snapshot.campaign_by_token(&r.key) {
+        Some(c) => handle(&s, Entry::Campaign, c.key(), r.peer, r.query, r.headers).await,
+        None => not_found(&s, "notFound", "no active campaign with this token"),
+    }
+}
+
+async fn trafficback_entry(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
+    match Incoming::of(&req) {
+        Some(r) => handle(&s, Entry::Trafficback, &r.key, r.peer, r.query, r.headers).await,
+        None => bad_request(&s),
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> &str {
@@ -270,20 +286,20 @@ async fn handle(
     if !recorded {
         s.metrics.log_drops.inc();
     }
-    s.metrics.requests.get_or_create(&OutcomeLabel { outcome }).inc();
+    outcome.inc();
     redirect(&url, recorded.then_some(click_id.as_str()))
 }
 
-/// Routes the click: where it goes, its ID, its event ready for the click log, and the outcome label. The
+/// Routes the click: where it goes, its ID, its event ready for the click log, and the outcome's counter. The
 /// engine's borrowed inputs don't outlive this call, so the handler's future stays `Send`.
-fn decide(
-    s: &TrafficState,
+fn decide<'s>(
+    s: &'s TrafficState,
     entry: Entry,
     snapshot: &crate::routing::RoutingSnapshot,
     key: &str,
     ctx: &ClickContext<'_>,
     now: chrono::DateTime<Utc>,
-) -> Result<(String, String, Record, &'static str), Box<Response>> {
+) -> Result<(String, String, Record, &'s Counter), Box<Response>> {
     let now_ms = now.timestamp_millis();
     let health = s.health.load();
     let inputs = RouteInputs {
@@ -305,13 +321,13 @@ fn decide(
             let ev = ClickFields::new(ctx, campaign);
             s.stats.record(destination, now, ev.cost);
             let record = ev.record(&click_id, now_ms, stream.id(), destination.id(), None);
-            Ok((url, click_id, record, "redirect"))
+            Ok((url, click_id, record, &s.metrics.redirects))
         }
         RouteDecision::Trafficback { url, click_id, campaign, stream, .. } => {
             let depth = u8::try_from(ctx.trafficback_depth).unwrap_or(u8::MAX);
             let stream = stream.map_or("", |s| s.id());
             let record = ClickFields::new(ctx, campaign).record(&click_id, now_ms, stream, "", Some(depth));
-            Ok((url, click_id, record, "trafficback"))
+            Ok((url, click_id, record, &s.metrics.trafficbacks))
         }
     }
 }
