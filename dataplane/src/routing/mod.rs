@@ -44,4 +44,6 @@ pub use engine::{
 };
 pub use macros::{Macro, MacroValues, RenderError, TemplateError, UrlTemplate};
 pub use select::{BestRoiPolicy, DEFAULT_EXPLORE_SHARE, NoRoiStats, RoiSample, RoiStats};
-pub use snapshot::{Attribution, BuildWarning, CampaignEntry, DestinationEntry, RoutingSnapshot, StreamEntry};
+pub use snapshot::{
+    Attribution, BuildWarning, CampaignEntry, DestinationEntry, RoutingSnapshot, SnapshotBuilder, StreamEntry,
+};

@@ -26,6 +26,7 @@ use super::macros::UrlTemplate;
 use super::select::BestRoiPolicy;
 
 mod build;
+pub use build::SnapshotBuilder;
 
 /// Something in the configuration the snapshot had to skip or work around.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,10 +1,11 @@
 //! Building a [`RoutingSnapshot`] from the store's documents: resolve, compile, index, warn.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use sha2::{Digest, Sha256};
 use traffoflex_core::clickid::{fingerprint4, fingerprint8};
 use traffoflex_crds::campaign::MAX_TRAFFICBACK_DEPTH;
 use traffoflex_crds::caps::MAX_WINDOW_HOURS;
@@ -28,9 +29,11 @@ struct Warnings(Vec<BuildWarning>);
 /// theirs). A snapshot of many campaigns is mostly such repeats.
 #[derive(Default)]
 struct Interner {
-    strs: HashMap<Box<str>, Arc<str>>,
+    strs: HashSet<Arc<str>>,
     templates: HashMap<Box<str>, Arc<UrlTemplate>>,
-    conditions: HashMap<String, Arc<CompiledCondition>>,
+    /// By the SHA-256 of the condition's JSON: a load holds every distinct condition's key until it is done,
+    /// and the JSON itself would be as large as the compiled conditions.
+    conditions: HashMap<[u8; 32], Arc<CompiledCondition>>,
 }
 
 impl Interner {
@@ -39,7 +42,7 @@ impl Interner {
             return Arc::clone(a);
         }
         let a: Arc<str> = Arc::from(s);
-        self.strs.insert(s.into(), Arc::clone(&a));
+        self.strs.insert(Arc::clone(&a));
         a
     }
 
@@ -53,8 +56,9 @@ impl Interner {
     }
 
     fn condition(&mut self, condition: &traffoflex_crds::Condition) -> Result<Arc<CompiledCondition>, String> {
-        // The document's own JSON is the key: equal conditions serialise equally.
-        let key = serde_json::to_string(condition).map_err(|e| e.to_string())?;
+        // The document's own JSON identifies it: equal conditions serialise equally.
+        let json = serde_json::to_vec(condition).map_err(|e| e.to_string())?;
+        let key: [u8; 32] = Sha256::digest(&json).into();
         if let Some(c) = self.conditions.get(&key) {
             return Ok(Arc::clone(c));
         }
@@ -80,134 +84,170 @@ impl Warnings {
 }
 
 pub(super) fn build(
-    mut campaigns: Vec<(String, CampaignSpec)>,
+    campaigns: Vec<(String, CampaignSpec)>,
     mut streams: Vec<(String, StreamSpec)>,
-    mut destinations: Vec<(String, DestinationSpec)>,
-    mut sources: Vec<(String, TrafficSourceSpec)>,
+    destinations: Vec<(String, DestinationSpec)>,
+    sources: Vec<(String, TrafficSourceSpec)>,
 ) -> RoutingSnapshot {
-    campaigns.sort_by(|a, b| a.0.cmp(&b.0));
     streams.sort_by(|a, b| a.0.cmp(&b.0));
-    destinations.sort_by(|a, b| a.0.cmp(&b.0));
-    sources.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut w = Warnings(Vec::new());
-    let mut snap = RoutingSnapshot::default();
-    let mut intern = Interner::default();
-
-    let mut source_keys: HashMap<&str, &str> = HashMap::new();
-    for (id, spec) in &sources {
-        if source_keys.insert(id, &spec.key).is_some() {
-            w.add("TrafficSource", id, "the ID is used twice; the first one is kept");
-        }
+    let mut builder = SnapshotBuilder::new(campaigns, destinations, sources);
+    for (id, spec) in &streams {
+        builder.add_stream(id, spec);
     }
+    builder.finish()
+}
 
-    let mut dests = Vec::with_capacity(destinations.len());
-    for (id, spec) in &destinations {
-        if snap.destination_by_id.contains_key(id.as_str()) {
-            w.add("Destination", id, "the ID is used twice; the first one is kept");
-            continue;
+/// Builds a [`RoutingSnapshot`] in steps: campaigns, destinations and traffic sources first, then the streams one
+/// at a time, so that a loader can compile streams (most of a large configuration) page by page as it reads
+/// them instead of holding every document at once. Streams are best added in ID order: of two with the same
+/// ID, the first added is kept.
+pub struct SnapshotBuilder {
+    snap: RoutingSnapshot,
+    camps: Vec<CampaignEntry>,
+    dests: Vec<DestinationEntry>,
+    per_campaign: Vec<Vec<StreamEntry>>,
+    fingerprints: Vec<(FpMap, FpMap)>,
+    seen_streams: HashSet<Arc<str>>,
+    intern: Interner,
+    w: Warnings,
+}
+
+impl SnapshotBuilder {
+    pub fn new(
+        mut campaigns: Vec<(String, CampaignSpec)>,
+        mut destinations: Vec<(String, DestinationSpec)>,
+        mut sources: Vec<(String, TrafficSourceSpec)>,
+    ) -> Self {
+        campaigns.sort_by(|a, b| a.0.cmp(&b.0));
+        destinations.sort_by(|a, b| a.0.cmp(&b.0));
+        sources.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut w = Warnings(Vec::new());
+        let mut snap = RoutingSnapshot::default();
+        let mut intern = Interner::default();
+
+        let mut source_keys: HashMap<&str, &str> = HashMap::new();
+        for (id, spec) in &sources {
+            if source_keys.insert(id, &spec.key).is_some() {
+                w.add("TrafficSource", id, "the ID is used twice; the first one is kept");
+            }
         }
-        match destination(id, spec, &mut intern, &mut w) {
-            Some(entry) => {
+
+        let mut dests = Vec::with_capacity(destinations.len());
+        for (id, spec) in &destinations {
+            if snap.destination_by_id.contains_key(id.as_str()) {
+                w.add("Destination", id, "the ID is used twice; the first one is kept");
+                continue;
+            }
+            if let Some(entry) = destination(id, spec, &mut intern, &mut w) {
                 snap.destination_by_id.insert(id.as_str().into(), dests.len());
                 dests.push(entry);
             }
-            None => continue,
+        }
+
+        let mut camps: Vec<CampaignEntry> = Vec::with_capacity(campaigns.len());
+        for (id, spec) in &campaigns {
+            if snap.by_id.contains_key(id.as_str()) {
+                w.add("Campaign", id, "the ID is used twice; the first one is kept");
+                continue;
+            }
+            if let Some(&other) = snap.by_key.get(spec.key.as_str()) {
+                let other = camps.get(other).map_or("", |c| &*c.id);
+                w.add(
+                    "Campaign",
+                    id,
+                    format!("key `{}` is already campaign {other}'s; this campaign is skipped", spec.key),
+                );
+                continue;
+            }
+            let entry = campaign(id, spec, &source_keys, &mut intern, &mut w);
+            index_campaign(&mut snap, camps.len(), id, spec, &mut w);
+            camps.push(entry);
+        }
+        Self {
+            per_campaign: camps.iter().map(|_| Vec::new()).collect(),
+            fingerprints: camps.iter().map(|_| Default::default()).collect(),
+            snap,
+            camps,
+            dests,
+            seen_streams: HashSet::new(),
+            intern,
+            w,
         }
     }
 
-    let mut camps: Vec<CampaignEntry> = Vec::with_capacity(campaigns.len());
-    for (id, spec) in &campaigns {
-        if snap.by_id.contains_key(id.as_str()) {
-            w.add("Campaign", id, "the ID is used twice; the first one is kept");
-            continue;
-        }
-        if let Some(&other) = snap.by_key.get(spec.key.as_str()) {
-            let other = camps.get(other).map_or("", |c| &*c.id);
-            w.add(
-                "Campaign",
-                id,
-                format!("key `{}` is already campaign {other}'s; this campaign is skipped", spec.key),
-            );
-            continue;
-        }
-        let entry = campaign(id, spec, &source_keys, &mut intern, &mut w);
-        let fp = fingerprint8(id);
-        match snap.by_fingerprint.entry(fp) {
-            Entry::Vacant(slot) => {
-                slot.insert(Some(camps.len()));
-            }
-            Entry::Occupied(mut slot) => {
-                slot.insert(None);
-                w.add("Campaign", id, "shares its click-ID fingerprint with another campaign: clicks of both can't be attributed from the ID alone");
-            }
-        }
-        if let Some(token) = spec.public_token.as_deref().filter(|t| !t.is_empty()) {
-            match snap.by_token.entry(token.into()) {
-                Entry::Vacant(slot) => {
-                    slot.insert(camps.len());
-                }
-                Entry::Occupied(_) => {
-                    w.add("Campaign", id, "its publicToken is another campaign's too; `/r/` goes there")
-                }
-            }
-        }
-        if let Some(public_id) = spec.public_id.as_deref().filter(|t| !t.is_empty()) {
-            match snap.by_public_id.entry(public_id.into()) {
-                Entry::Vacant(slot) => {
-                    slot.insert(camps.len());
-                }
-                Entry::Occupied(_) => {
-                    w.add("Campaign", id, "its publicId is another campaign's too; `/go/` goes there")
-                }
-            }
-        }
-        snap.by_id.insert(id.as_str().into(), camps.len());
-        snap.by_key.insert(spec.key.as_str().into(), camps.len());
-        camps.push(entry);
-    }
-
-    let mut per_campaign: Vec<Vec<StreamEntry>> = camps.iter().map(|_| Vec::new()).collect();
-    let mut fingerprints: Vec<(FpMap, FpMap)> = camps.iter().map(|_| Default::default()).collect();
-    let mut seen_streams: HashMap<&str, ()> = HashMap::new();
-    for (id, spec) in &streams {
-        if seen_streams.insert(id, ()).is_some() {
-            w.add("Stream", id, "the ID is used twice; the first one is kept");
-            continue;
+    /// Compiles one stream into its campaign (or notes why it can't be used).
+    pub fn add_stream(&mut self, id: &str, spec: &StreamSpec) {
+        let stream_id = self.intern.str(id);
+        if !self.seen_streams.insert(Arc::clone(&stream_id)) {
+            self.w.add("Stream", id, "the ID is used twice; the first one is kept");
+            return;
         }
         let Some(campaign_id) = spec.campaign_id.as_deref() else {
-            w.add("Stream", id, "has no campaignId; skipped");
-            continue;
+            self.w.add("Stream", id, "has no campaignId; skipped");
+            return;
         };
-        let Some(&ci) = snap.by_id.get(campaign_id) else {
-            w.add("Stream", id, format!("campaign {campaign_id} does not exist; skipped"));
-            continue;
+        let Some(&ci) = self.snap.by_id.get(campaign_id) else {
+            self.w.add("Stream", id, format!("campaign {campaign_id} does not exist; skipped"));
+            return;
         };
-        let stream_id = intern.str(id);
-        if let (Some(camp), Some(fps)) = (camps.get(ci), fingerprints.get_mut(ci)) {
-            index_stream_fingerprints(&camp.id, fps, &stream_id, spec, &mut intern, &mut w);
+        if let (Some(camp), Some(fps)) = (self.camps.get(ci), self.fingerprints.get_mut(ci)) {
+            index_stream_fingerprints(&camp.id, fps, &stream_id, spec, &mut self.intern, &mut self.w);
         }
         if !spec.enabled {
-            continue;
+            return;
         }
         if let (Some(entry), Some(list)) =
-            (stream(stream_id, spec, &snap, &mut intern, &mut w), per_campaign.get_mut(ci))
+            (stream(stream_id, spec, &self.snap, &mut self.intern, &mut self.w), self.per_campaign.get_mut(ci))
         {
             list.push(entry);
         }
     }
-    drop(intern);
-    for ((camp, mut list), (streams, destinations)) in camps.iter_mut().zip(per_campaign).zip(fingerprints) {
-        // Already in ID order; a stable sort keeps it for equal priorities.
-        list.sort_by_key(|s| s.priority);
-        camp.streams = list.into();
-        camp.stream_fp = freeze(streams);
-        camp.destination_fp = freeze(destinations);
-    }
 
-    snap.campaigns = camps.into();
-    snap.destinations = dests.into();
-    snap.warnings = w.0;
-    snap
+    /// The snapshot: each campaign's streams in priority order (by ID among equals).
+    pub fn finish(self) -> RoutingSnapshot {
+        let Self { mut snap, mut camps, dests, per_campaign, fingerprints, w, .. } = self;
+        for ((camp, mut list), (streams, destinations)) in camps.iter_mut().zip(per_campaign).zip(fingerprints) {
+            list.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.id.cmp(&b.id)));
+            camp.streams = list.into();
+            camp.stream_fp = freeze(streams);
+            camp.destination_fp = freeze(destinations);
+        }
+        snap.campaigns = camps.into();
+        snap.destinations = dests.into();
+        snap.warnings = w.0;
+        snap
+    }
+}
+
+/// Indexes campaign number `index` by ID, key, click-ID fingerprint, public token and public ID.
+fn index_campaign(snap: &mut RoutingSnapshot, index: usize, id: &str, spec: &CampaignSpec, w: &mut Warnings) {
+    match snap.by_fingerprint.entry(fingerprint8(id)) {
+        Entry::Vacant(slot) => {
+            slot.insert(Some(index));
+        }
+        Entry::Occupied(mut slot) => {
+            slot.insert(None);
+            w.add("Campaign", id, "shares its click-ID fingerprint with another campaign: clicks of both can't be attributed from the ID alone");
+        }
+    }
+    if let Some(token) = spec.public_token.as_deref().filter(|t| !t.is_empty()) {
+        match snap.by_token.entry(token.into()) {
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+            Entry::Occupied(_) => w.add("Campaign", id, "its publicToken is another campaign's too; `/r/` goes there"),
+        }
+    }
+    if let Some(public_id) = spec.public_id.as_deref().filter(|t| !t.is_empty()) {
+        match snap.by_public_id.entry(public_id.into()) {
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+            Entry::Occupied(_) => w.add("Campaign", id, "its publicId is another campaign's too; `/go/` goes there"),
+        }
+    }
+    snap.by_id.insert(id.into(), index);
+    snap.by_key.insert(spec.key.as_str().into(), index);
 }
 
 fn destination(id: &str, spec: &DestinationSpec, intern: &mut Interner, w: &mut Warnings) -> Option<DestinationEntry> {
