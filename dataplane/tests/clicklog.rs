@@ -12,8 +12,8 @@ use traffoflex_core::bus::Topic;
 use traffoflex_core::events::{self, ClickEvent, Event};
 use traffoflex_core::telemetry::Telemetry;
 use traffoflex_dataplane::clicklog::{
-    Appended, Batch, ClickLog, ClickLogError, ClickLogSettings, DropReason, Durability, Record, ShipSettings, Sink,
-    SinkError,
+    Appended, Batch, ClickLog, ClickLogError, ClickLogSettings, DropReason, Durability, FAST_COMMIT_GAP, Record,
+    ShipSettings, Sink, SinkError,
 };
 
 fn click(i: usize) -> Record {
@@ -385,4 +385,24 @@ async fn oversized_records_are_dropped_and_bad_settings_refused() {
     let mut settings = ClickLogSettings::new(dir.path().join("other"));
     settings.max_bytes = settings.segment_bytes;
     assert!(matches!(ClickLog::open(settings, &Telemetry::new()), Err(ClickLogError::Settings(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_appends_are_committed_in_groups_at_most_one_per_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), |s| s.durability = Durability::Fast);
+    let started = std::time::Instant::now();
+    for i in 0..3_000 {
+        assert_eq!(log.append(click(i)).await, Appended::Queued);
+        if i % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    wait_until("every record is on disk", || log.stats().appended == 3_000).await;
+    let elapsed = started.elapsed();
+    let fsyncs = log.stats().fsyncs;
+    // One fsync opens the first segment; after it, commits are at least FAST_COMMIT_GAP apart.
+    let most = 2 + (elapsed.as_secs_f64() / FAST_COMMIT_GAP.as_secs_f64()) as u64;
+    assert!(fsyncs <= most, "{fsyncs} fsyncs in {elapsed:?}, at most {most}");
+    log.close().await;
 }

@@ -39,6 +39,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -60,9 +61,14 @@ pub enum Durability {
     /// Once the record is on disk (fdatasync returned): a crash after that loses nothing.
     #[default]
     Durable,
-    /// At once, when the record is queued: a crash may lose the last few milliseconds.
+    /// At once, when the record is queued: a crash may lose the last few milliseconds. Group commits are at
+    /// least [`FAST_COMMIT_GAP`] apart, so each fsync covers more records and the writer takes less CPU.
     Fast,
 }
+
+/// The least time between two group commits in [`Durability::Fast`]: the most a crash can lose, beyond the
+/// batch being written.
+pub const FAST_COMMIT_GAP: Duration = Duration::from_millis(2);
 
 impl FromStr for Durability {
     type Err = String;
@@ -281,6 +287,10 @@ impl ClickLog {
             len: recovered.end.offset,
             needs_roll: false,
             buf: Vec::with_capacity(256 << 10),
+            min_commit_gap: match settings.durability {
+                Durability::Durable => Duration::ZERO,
+                Durability::Fast => FAST_COMMIT_GAP,
+            },
             queue: Arc::clone(&queue),
             committed: committed_tx,
             metrics: metrics.clone(),

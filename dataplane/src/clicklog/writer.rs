@@ -7,7 +7,9 @@
 //! batch's [`Slot`]: one store and one `Notify::notify_waiters` wake every durable appender of that batch.
 //! While it syncs, the next batch gathers in the queue, so the size of a group commit follows the load by
 //! itself: one record when the service is idle, hundreds when it is busy. No lock is held across a write or
-//! an fsync.
+//! an fsync. In fast mode, where no appender waits for the disk, commits are also at least
+//! [`super::FAST_COMMIT_GAP`] apart: the writer sleeps out the rest of the gap before it takes the next batch,
+//! so each fsync covers more records (about 70 instead of 15 at full speed) and the writer takes less CPU.
 //!
 //! A segment that would grow past its size is fsynced and closed first, and a new one started (named after
 //! the sequence number of its first record). A failed write or fsync fails the whole batch: its appenders
@@ -19,6 +21,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
@@ -140,10 +143,12 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Waits for records and takes all of them, leaving `spare` (empty) in their place. `None` once closing
-    /// and empty. The batch's bytes move from the queue into `disk_bytes` here.
-    fn take(
+    /// Waits for records, and then until `not_before` (unless the queue is closing), and takes all of them,
+    /// leaving `spare` (empty) in their place. `None` once closing and empty. The batch's bytes move from the
+    /// queue into `disk_bytes` here.
+    fn take_after(
         &self,
+        not_before: Instant,
         spare: &mut Vec<Record>,
         disk_bytes: &prometheus_client::metrics::gauge::Gauge,
     ) -> Option<(Arc<Slot>, u64)> {
@@ -155,6 +160,13 @@ impl Queue {
             }
             st.writer_idle = true;
             st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        let now = Instant::now();
+        if now < not_before && !st.closing {
+            // More records gather meanwhile; appenders don't wake the writer while it is not idle.
+            drop(st);
+            std::thread::sleep(not_before - now);
+            st = self.lock();
         }
         st.writer_idle = false;
         std::mem::swap(&mut st.records, spare);
@@ -190,6 +202,8 @@ pub(super) struct Writer {
     pub len: u64,
     pub needs_roll: bool,
     pub buf: Vec<u8>,
+    /// The least time from the start of one group commit to the start of the next (zero: at once).
+    pub min_commit_gap: Duration,
     pub queue: Arc<Queue>,
     pub committed: watch::Sender<Position>,
     pub metrics: ClickLogMetrics,
@@ -218,7 +232,11 @@ impl Writer {
             }
         }
         let mut batch: Vec<Record> = Vec::with_capacity(1024);
-        while let Some((slot, bytes)) = queue.take(&mut batch, &self.metrics.disk_bytes) {
+        let mut last_commit = Instant::now();
+        while let Some((slot, bytes)) =
+            queue.take_after(last_commit + self.min_commit_gap, &mut batch, &self.metrics.disk_bytes)
+        {
+            last_commit = Instant::now();
             let slot = InFlight(slot);
             let before = self.synced;
             match self.write_batch(&batch) {
@@ -327,6 +345,7 @@ mod tests {
             len: HEADER_LEN,
             needs_roll: false,
             buf: Vec::new(),
+            min_commit_gap: Duration::ZERO,
             queue: Arc::clone(&queue),
             committed,
             metrics: metrics.clone(),
