@@ -2,17 +2,20 @@
 //! a consumer-group reader that hands out batches and commits offsets only when told, and topic creation.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+
+use tokio::sync::Notify;
 
 use super::{BusError, Topic};
 use crate::events::{self, Event};
@@ -23,10 +26,62 @@ fn kafka_err(e: rdkafka::error::KafkaError) -> BusError {
 
 /// Publishes events; a batch counts as delivered only when Kafka acknowledged every message (acks=all,
 /// idempotent, so retries inside the client never duplicate).
+///
+/// A batch's messages share one [`BatchAcks`]: each delivery report counts down on it and the last one wakes
+/// the publisher, so a batch of thousands costs one wake-up rather than a future and a channel per message.
 #[derive(Clone)]
 pub struct KafkaProducer {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<BatchContext>>,
     prefix: String,
+}
+
+/// What the delivery reports of one batch count down.
+struct BatchAcks {
+    left: AtomicUsize,
+    failed: AtomicUsize,
+    first_error: Mutex<Option<String>>,
+    done: Notify,
+}
+
+impl BatchAcks {
+    fn new(messages: usize) -> Self {
+        Self {
+            left: AtomicUsize::new(messages),
+            failed: AtomicUsize::new(0),
+            first_error: Mutex::new(None),
+            done: Notify::new(),
+        }
+    }
+
+    /// One message's outcome.
+    fn report(&self, error: Option<String>) {
+        if let Some(e) = error {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+        }
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        while self.left.load(Ordering::Acquire) > 0 {
+            self.done.notified().await;
+        }
+    }
+}
+
+/// Routes each delivery report to its batch.
+struct BatchContext;
+
+impl ClientContext for BatchContext {}
+
+impl ProducerContext for BatchContext {
+    type DeliveryOpaque = Arc<BatchAcks>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<BatchAcks>) {
+        acks.report(result.as_ref().err().map(|(e, _)| e.to_string()));
+    }
 }
 
 impl KafkaProducer {
@@ -38,9 +93,9 @@ impl KafkaProducer {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "30000")
-            .create()
+            .create_with_context(BatchContext)
             .map_err(|e| BusError::Config(e.to_string()))?;
-        Ok(Self { producer, prefix: prefix.to_owned() })
+        Ok(Self { producer: Arc::new(producer), prefix: prefix.to_owned() })
     }
 
     /// Sends every event and waits for all acknowledgements.
@@ -53,29 +108,38 @@ impl KafkaProducer {
     }
 
     /// Sends messages already encoded — `(topic family, key, payload)` — to `topic.name(prefix)`, and waits for
-    /// every acknowledgement, like [`KafkaProducer::publish`].
+    /// every acknowledgement, like [`KafkaProducer::publish`]. While the client's queue is full it waits for
+    /// room; a message the client refuses outright counts as failed.
     pub async fn publish_raw(&self, batch: &[(Topic, &[u8], &[u8])]) -> Result<(), BusError> {
         let names: Vec<(Topic, String)> = Topic::ALL.iter().map(|t| (*t, t.name(&self.prefix))).collect();
-        let mut pending = Vec::with_capacity(batch.len());
-        for (topic, key, payload) in batch {
-            let name = match names.iter().find(|(t, _)| t == topic) {
-                Some((_, name)) => name.as_str(),
+        let mut targets = Vec::with_capacity(batch.len());
+        for (topic, _, _) in batch {
+            match names.iter().find(|(t, _)| t == topic) {
+                Some((_, name)) => targets.push(name.as_str()),
                 None => return Err(BusError::Config(format!("topic {topic:?} is not in Topic::ALL"))),
-            };
-            let record = FutureRecord::to(name).key(*key).payload(*payload);
-            pending.push(self.producer.send(record, Duration::from_secs(30)));
-        }
-        let mut failed = 0;
-        let mut first_error = String::new();
-        for outcome in futures::future::join_all(pending).await {
-            if let Err((e, _)) = outcome {
-                if failed == 0 {
-                    first_error = e.to_string();
-                }
-                failed += 1;
             }
         }
+        let acks = Arc::new(BatchAcks::new(batch.len()));
+        for ((_, key, payload), name) in batch.iter().zip(targets) {
+            let mut record = BaseRecord::with_opaque_to(name, Arc::clone(&acks)).key(*key).payload(*payload);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        acks.report(Some(e.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+        acks.wait().await;
+        let failed = acks.failed.load(Ordering::Relaxed);
         if failed > 0 {
+            let first_error = acks.first_error.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
             return Err(BusError::Delivery { failed, total: batch.len(), first_error });
         }
         Ok(())
@@ -263,4 +327,28 @@ pub async fn create_topics(brokers: &str, prefix: &str, replication: i32) -> Res
         }
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod batch_acks_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_is_done_when_every_message_reported_and_keeps_the_first_error() {
+        let acks = Arc::new(BatchAcks::new(3));
+        let waiter = tokio::spawn({
+            let acks = Arc::clone(&acks);
+            async move { acks.wait().await }
+        });
+        acks.report(None);
+        acks.report(Some("first".to_owned()));
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one message is still out");
+        acks.report(Some("second".to_owned()));
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("done").expect("the waiter");
+        assert_eq!(acks.failed.load(Ordering::Relaxed), 2);
+        assert_eq!(acks.first_error.lock().unwrap().as_deref(), Some("first"));
+        // An empty batch is done at once.
+        tokio::time::timeout(Duration::from_secs(5), BatchAcks::new(0).wait()).await.expect("done at once");
+    }
 }
