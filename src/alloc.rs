@@ -18,12 +18,16 @@ mod option {
     pub const ALLOW_THP: mi_option_t = 43;
 }
 
-/// Applies the settings above; call first thing in `main`.
+/// Applies the settings above; call first thing in `main`. mimalloc's own environment variables
+/// (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ALLOW_THP`) still win where they are set.
 pub fn configure() {
-    // SAFETY: setting an option only stores a number mimalloc reads on its next purge or OS allocation.
-    unsafe {
-        libmimalloc_sys::mi_option_set(option::PURGE_DELAY, 0);
-        libmimalloc_sys::mi_option_set(option::ALLOW_THP, 0);
+    for (option, env, value) in
+        [(option::PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0), (option::ALLOW_THP, "MIMALLOC_ALLOW_THP", 0)]
+    {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: setting an option only stores a number mimalloc reads on its next purge or OS allocation.
+            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        }
     }
     no_huge_pages();
 }
