@@ -16,7 +16,7 @@
 //!   [`ClickLogSettings::segment_bytes`]. On open, [`recovery`] cuts a torn tail after the last whole record.
 //! * **Bounded**: past [`ClickLogSettings::max_bytes`] appends are dropped and counted — never an error the
 //!   caller must handle, never a wait: the redirect goes on.
-//! * **Shipping** ([`shipper`]): a task reads what is on disk in order, sends it in batches to a [`Sink`]
+//! * **Shipping** ([`shipper`]): a thread of its own reads what is on disk in order, sends it in batches to a [`Sink`]
 //!   (e.g. [`KafkaSink`]), and only after the sink acknowledged the batch persists the cursor and deletes the
 //!   segments wholly shipped. A failing sink is retried with backoff; meanwhile the log grows.
 //! * **Crash safety**: a restart re-ships everything after the persisted cursor (at least once; the ingester
@@ -224,8 +224,6 @@ pub enum ClickLogError {
     NotASegment { path: PathBuf },
     #[error("the click log shipper was already started")]
     ShipperStarted,
-    #[error("the click log shipper needs a tokio runtime")]
-    NoRuntime,
 }
 
 /// The click log. Share it (`Arc<ClickLog>`) between the request handlers; every method takes `&self`.
@@ -244,7 +242,8 @@ pub struct ClickLog {
 
 struct ShipperState {
     start: Option<Position>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// Resolves when the shipper's thread is done; an error when it panicked.
+    task: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -356,9 +355,10 @@ impl ClickLog {
         result
     }
 
-    /// Starts shipping to `sink` on the current tokio runtime, from the persisted cursor. Once per log.
+    /// Starts shipping to `sink` from the persisted cursor, on a thread of its own with its own single-threaded
+    /// runtime: handing thousands of records to the sink is a few milliseconds of CPU that must not hold up the
+    /// clicks a runtime worker has queued. Once per log.
     pub fn start_shipper<S: Sink>(&self, sink: S, settings: ShipSettings) -> Result<(), ClickLogError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClickLogError::NoRuntime)?;
         let mut state = lock(&self.shipper);
         let start = state.start.take().ok_or(ClickLogError::ShipperStarted)?;
         let shipper = shipper::Shipper {
@@ -373,7 +373,19 @@ impl ClickLog {
             stop: self.stop.clone(),
             lock: Arc::clone(&self.lock),
         };
-        state.task = Some(runtime.spawn(shipper.run()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ClickLogError::Io { path: self.settings.dir.clone(), source })?;
+        let (done, task) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("clicklog-shipper".to_owned())
+            .spawn(move || {
+                runtime.block_on(shipper.run());
+                let _ = done.send(());
+            })
+            .map_err(|source| ClickLogError::Io { path: self.settings.dir.clone(), source })?;
+        state.task = Some(task);
         Ok(())
     }
 
