@@ -107,7 +107,13 @@ async fn appended_records_reach_the_sink_in_order_all_of_them() {
         let expected = if durability == Durability::Durable { Appended::Durable } else { Appended::Queued };
         assert_eq!(log.append_with(click(i), durability).await, expected);
     }
-    wait_until("3,000 records are shipped", || sink.delivered().len() >= 3_000).await;
+    // The shipper counts a batch as shipped just after the sink took it: wait for both.
+    wait_until("3,000 records are shipped", || {
+        sink.delivered().len() >= 3_000
+            && log.stats().pending == 0
+            && telemetry.encode_metrics().contains("traffoflex_clicklog_pending 0")
+    })
+    .await;
     assert_eq!(sink.delivered(), ids(0..3_000));
     assert!(segment_count(dir.path()) >= 1);
 
@@ -168,7 +174,7 @@ async fn a_failing_sink_is_retried_until_every_record_is_delivered() {
     }
     let sink = MemorySink::failing(4);
     log.start_shipper(Arc::clone(&sink), fast_shipping()).unwrap();
-    wait_until("1,000 records are shipped", || sink.delivered().len() >= 1_000).await;
+    wait_until("1,000 records are shipped", || sink.delivered().len() >= 1_000 && log.stats().pending == 0).await;
     assert_eq!(sink.delivered(), ids(0..1_000));
     let stats = log.stats();
     assert_eq!(stats.ship_errors, 4);

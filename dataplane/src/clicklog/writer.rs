@@ -9,7 +9,7 @@
 //! itself: one record when the service is idle, hundreds when it is busy. No lock is held across a write or
 //! an fsync. In fast mode, where no appender waits for the disk, commits are also at least
 //! [`super::FAST_COMMIT_GAP`] apart: the writer sleeps out the rest of the gap before it takes the next batch,
-//! so each fsync covers more records (about 70 instead of 15 at full speed) and the writer takes less CPU.
+//! so each fsync covers more records (80 to 90 instead of about 15 at full speed) and the writer takes less CPU.
 //!
 //! A segment that would grow past its size is fsynced and closed first, and a new one started (named after
 //! the sequence number of its first record). A failed write or fsync fails the whole batch: its appenders

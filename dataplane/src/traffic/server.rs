@@ -5,12 +5,11 @@
 //! click event appended to the click log (in durable mode the redirect waits for its group commit, a fraction
 //! of a millisecond shared with every click that arrived meanwhile) -> `302`.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use std::borrow::Cow;
-
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -162,34 +161,35 @@ struct Incoming<'r> {
 }
 
 impl<'r> Incoming<'r> {
-    /// The request of a route `/{prefix}/{key}`; `None` when its key is not UTF-8 once percent-decoded, or the
-    /// server gave no peer address.
-    fn of(req: &'r Request) -> Option<Self> {
+    /// The request of a route `/{prefix}/{key}`. A key that is not UTF-8 once percent-decoded names no campaign
+    /// (404); a server that gives no peer address is misconfigured (500).
+    fn of(s: &TrafficState, req: &'r Request) -> Result<Self, Box<Response>> {
         let path = req.uri().path();
         let raw = &path[path[1..].find('/').map_or(path.len(), |i| i + 2)..];
-        Some(Self {
-            key: percent_encoding::percent_decode_str(raw).decode_utf8().ok()?,
-            peer: req.extensions().get::<ConnectInfo<SocketAddr>>()?.0,
-            query: req.uri().query().unwrap_or(""),
-            headers: req.headers(),
-        })
+        let Ok(key) = percent_encoding::percent_decode_str(raw).decode_utf8() else {
+            return Err(Box::new(not_found(s, "notFound", "no active campaign with this key")));
+        };
+        let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() else {
+            let res = (StatusCode::INTERNAL_SERVER_ERROR, "the server gives no peer address").into_response();
+            return Err(Box::new(res));
+        };
+        Ok(Self { key, peer: *peer, query: req.uri().query().unwrap_or(""), headers: req.headers() })
     }
 }
 
-fn bad_request(s: &TrafficState) -> Response {
-    not_found(s, "notFound", "no active campaign with this key")
-}
-
 async fn click(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
-    match Incoming::of(&req) {
-        Some(r) => handle(&s, Entry::Campaign, &r.key, r.peer, r.query, r.headers).await,
-        None => bad_request(&s),
+    match Incoming::of(&s, &req) {
+        Ok(r) => handle(&s, Entry::Campaign, &r.key, r.peer, r.query, r.headers).await,
+        Err(res) => *res,
     }
 }
 
 /// The MVP's `/go/{campaignPublicId}`: the campaign by its ID or its `publicId`, routed as `/c/{key}`.
 async fn by_campaign_id(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
-    let Some(r) = Incoming::of(&req) else { return bad_request(&s) };
+    let r = match Incoming::of(&s, &req) {
+        Ok(r) => r,
+        Err(res) => return *res,
+    };
     let loaded = s.config.current();
     match loaded.snapshot.campaign_for_go(&r.key) {
         Some(c) => handle(&s, Entry::Campaign, c.key(), r.peer, r.query, r.headers).await,
@@ -199,7 +199,10 @@ async fn by_campaign_id(State(s): State<Arc<TrafficState>>, req: Request) -> Res
 
 /// The MVP's `/r/{publicToken}`: the campaign by its `publicToken`, routed as `/c/{key}`.
 async fn by_public_token(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
-    let Some(r) = Incoming::of(&req) else { return bad_request(&s) };
+    let r = match Incoming::of(&s, &req) {
+        Ok(r) => r,
+        Err(res) => return *res,
+    };
     let loaded = s.config.current();
     match loaded.snapshot.campaign_by_token(&r.key) {
         Some(c) => handle(&s, Entry::Campaign, c.key(), r.peer, r.query, r.headers).await,
@@ -208,9 +211,9 @@ async fn by_public_token(State(s): State<Arc<TrafficState>>, req: Request) -> Re
 }
 
 async fn trafficback_entry(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
-    match Incoming::of(&req) {
-        Some(r) => handle(&s, Entry::Trafficback, &r.key, r.peer, r.query, r.headers).await,
-        None => bad_request(&s),
+    match Incoming::of(&s, &req) {
+        Ok(r) => handle(&s, Entry::Trafficback, &r.key, r.peer, r.query, r.headers).await,
+        Err(res) => *res,
     }
 }
 
