@@ -4,7 +4,7 @@
 //! Two settings keep resident memory close to what is in use:
 //! - freed pages go back to the system at once. mimalloc's default delays that by a second, and the delay only
 //!   runs out while the same thread keeps allocating: a configuration load freed by a thread that then sleeps stayed
-//!   resident (with 10,000 campaigns, about 20 MiB more while serving);
+//!   resident (with 10,000 campaigns, 10 to 30 MiB more while serving);
 //! - no transparent huge pages: a 2 MiB region the allocator uses only in part would stay wholly resident.
 
 #[global_allocator]
