@@ -31,7 +31,9 @@ use super::visitor::{DeviceCache, TrustedProxies, client_ip, language};
 use crate::clicklog::{ClickLog, Record};
 use crate::health::checker::SharedHealth;
 use crate::routing::text::StackStr;
-use crate::routing::{AntiRepeatCache, ClickContext, RouteDecision, RouteInputs, route, route_trafficback};
+use crate::routing::{
+    AntiRepeatCache, CampaignEntry, ClickContext, RouteDecision, RouteInputs, RoutingSnapshot, route, route_trafficback,
+};
 
 /// Everything a click handler needs, shared by all requests.
 pub struct TrafficState {
@@ -178,42 +180,47 @@ impl<'r> Incoming<'r> {
 }
 
 async fn click(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
-    match Incoming::of(&s, &req) {
-        Ok(r) => handle(&s, Entry::Campaign, &r.key, r.peer, r.query, r.headers).await,
-        Err(res) => *res,
-    }
+    by_key(&s, req, Entry::Campaign).await
+}
+
+async fn trafficback_entry(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
+    by_key(&s, req, Entry::Trafficback).await
 }
 
 /// The MVP's `/go/{campaignPublicId}`: the campaign by its ID or its `publicId`, routed as `/c/{key}`.
 async fn by_campaign_id(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
-    let r = match Incoming::of(&s, &req) {
-        Ok(r) => r,
-        Err(res) => return *res,
-    };
-    let loaded = s.config.current();
-    match loaded.snapshot.campaign_for_go(&r.key) {
-        Some(c) => handle(&s, Entry::Campaign, c.key(), r.peer, r.query, r.headers).await,
-        None => not_found(&s, "notFound", "no active campaign with this ID"),
-    }
+    by_alias(&s, req, RoutingSnapshot::campaign_for_go, "no active campaign with this ID").await
 }
 
 /// The MVP's `/r/{publicToken}`: the campaign by its `publicToken`, routed as `/c/{key}`.
 async fn by_public_token(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
-    let r = match Incoming::of(&s, &req) {
+    by_alias(&s, req, RoutingSnapshot::campaign_by_token, "no active campaign with this token").await
+}
+
+/// A click whose path names the campaign by its key.
+async fn by_key(s: &TrafficState, req: Request, entry: Entry) -> Response {
+    match Incoming::of(s, &req) {
+        Ok(r) => handle(s, entry, &r.key, r.peer, r.query, r.headers).await,
+        Err(res) => *res,
+    }
+}
+
+/// A click whose path names the campaign by another name, which `find` looks up; routed as `/c/{key}`, or 404
+/// with `unknown` when the name is not a campaign's.
+async fn by_alias(
+    s: &TrafficState,
+    req: Request,
+    find: for<'a> fn(&'a RoutingSnapshot, &str) -> Option<&'a CampaignEntry>,
+    unknown: &str,
+) -> Response {
+    let r = match Incoming::of(s, &req) {
         Ok(r) => r,
         Err(res) => return *res,
     };
     let loaded = s.config.current();
-    match loaded.snapshot.campaign_by_token(&r.key) {
-        Some(c) => handle(&s, Entry::Campaign, c.key(), r.peer, r.query, r.headers).await,
-        None => not_found(&s, "notFound", "no active campaign with this token"),
-    }
-}
-
-async fn trafficback_entry(State(s): State<Arc<TrafficState>>, req: Request) -> Response {
-    match Incoming::of(&s, &req) {
-        Ok(r) => handle(&s, Entry::Trafficback, &r.key, r.peer, r.query, r.headers).await,
-        Err(res) => *res,
+    match find(&loaded.snapshot, &r.key) {
+        Some(c) => handle(s, Entry::Campaign, c.key(), r.peer, r.query, r.headers).await,
+        None => not_found(s, "notFound", unknown),
     }
 }
 
@@ -298,7 +305,7 @@ async fn handle(
 fn decide<'s>(
     s: &'s TrafficState,
     entry: Entry,
-    snapshot: &crate::routing::RoutingSnapshot,
+    snapshot: &RoutingSnapshot,
     key: &str,
     ctx: &ClickContext<'_>,
     now: chrono::DateTime<Utc>,
@@ -338,14 +345,14 @@ fn decide<'s>(
 /// A click's facts and its campaign, with what the campaign fills in where the request left it out.
 struct ClickFields<'a> {
     ctx: &'a ClickContext<'a>,
-    campaign: &'a crate::routing::CampaignEntry,
+    campaign: &'a CampaignEntry,
     cost: rust_decimal::Decimal,
     currency: &'a str,
     source: &'a str,
 }
 
 impl<'a> ClickFields<'a> {
-    fn new(ctx: &'a ClickContext<'a>, campaign: &'a crate::routing::CampaignEntry) -> Self {
+    fn new(ctx: &'a ClickContext<'a>, campaign: &'a CampaignEntry) -> Self {
         let cpc = campaign.cpc_cost();
         Self {
             ctx,
