@@ -1,6 +1,7 @@
 //! The click log as the traffic service sees it: appended clicks reach the sink in order and all of them,
 //! durable appends share fsyncs, a failing sink loses nothing, a restart re-ships, a torn tail is cut, a full
-//! log drops (counted) without blocking, and shipped segments are deleted.
+//! log drops (counted) without blocking, shipped segments are deleted, and preallocated segments keep their
+//! zero tail across a restart but never a leftover of a torn write.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -266,16 +267,17 @@ fn last_segment(dir: &Path) -> std::path::PathBuf {
     segs.pop().expect("a segment")
 }
 
+/// Segments that end where their records end (no preallocation), so the damage lands on the records.
 async fn torn_tail_is_cut(damage: impl FnOnce(&Path), expected_kept: usize) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = open(dir.path(), |_| {});
+        let log = open(dir.path(), |s| s.preallocate = false);
         for i in 0..100 {
             assert_eq!(log.append(click(i)).await, Appended::Durable);
         }
     }
     damage(&last_segment(dir.path()));
-    let log = open(dir.path(), |_| {});
+    let log = open(dir.path(), |s| s.preallocate = false);
     assert_eq!(log.append(click(100)).await, Appended::Durable, "the log stays usable");
     let sink = Arc::new(MemorySink::default());
     log.start_shipper(Arc::clone(&sink), fast_shipping()).unwrap();
@@ -411,4 +413,100 @@ async fn fast_appends_are_committed_in_groups_at_most_one_per_gap() {
     let most = 2 + (elapsed.as_secs_f64() / FAST_COMMIT_GAP.as_secs_f64()) as u64;
     assert!(fsyncs <= most, "{fsyncs} fsyncs in {elapsed:?}, at most {most}");
     log.close().await;
+}
+
+/// Where the records of a segment end: the first zero frame, or the end of the file.
+fn records_end(seg: &Path) -> u64 {
+    let bytes = std::fs::read(seg).unwrap();
+    let mut at = 8;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 8 + len;
+    }
+    at as u64
+}
+
+/// Opens a preallocating log with small segments and appends from `first` until the active segment is a
+/// preallocated one holding records (the first segment of a new log is not: its spare is still being made).
+/// Returns the log and the next click number.
+async fn preallocated_log(dir: &Path, first: usize) -> (ClickLog, usize) {
+    const SEGMENT: u64 = 256 << 10;
+    let log = open(dir, |s| s.segment_bytes = SEGMENT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut next = first;
+    loop {
+        assert_eq!(log.append(click(next)).await, Appended::Durable);
+        next += 1;
+        let seg = last_segment(dir);
+        if std::fs::metadata(&seg).unwrap().len() == SEGMENT && records_end(&seg) > 8 {
+            return (log, next);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no preallocated segment in use after {next} appends");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preallocated_segment_keeps_its_zero_tail_across_a_restart_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, mut next) = preallocated_log(dir.path(), 0).await;
+    for _ in 0..50 {
+        assert_eq!(log.append(click(next)).await, Appended::Durable);
+        next += 1;
+    }
+    let seg = last_segment(dir.path());
+    let end = records_end(&seg);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 256 << 10, "the segment is written into, not grown");
+    let on_disk: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let stats = log.stats();
+    assert!(stats.bytes < on_disk - (256 << 10) + end + 1, "the zero tail is not counted: {stats:?}");
+    drop(log);
+
+    let log = open(dir.path(), |s| s.segment_bytes = 256 << 10);
+    assert_eq!(log.append(click(next)).await, Appended::Durable);
+    assert_eq!(last_segment(dir.path()), seg, "appending goes on in the same segment");
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 256 << 10, "the zero tail was kept, not cut");
+    assert!(records_end(&seg) > end);
+    let sink = Arc::new(MemorySink::default());
+    log.start_shipper(Arc::clone(&sink), fast_shipping()).unwrap();
+    log.close().await;
+    assert_eq!(sink.delivered(), ids(0..next + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_of_a_torn_write_in_the_zero_tail_is_cut_and_never_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, next) = preallocated_log(dir.path(), 0).await;
+    drop(log);
+    let seg = last_segment(dir.path());
+    let end = records_end(&seg);
+    // A crash tore a batch of two records: the first never reached the disk, the second did. The second is
+    // a whole, valid record (a copy of the segment's first), lying exactly where the next append will end.
+    let bytes = std::fs::read(&seg).unwrap();
+    let first_len = 8 + u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    assert_eq!(click(0).payload.len(), click(next).payload.len(), "every click record has the same size");
+    let leftover = &bytes[8..8 + first_len];
+    let mut file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(end + first_len as u64)).unwrap();
+    std::io::Write::write_all(&mut file, leftover).unwrap();
+    drop(file);
+
+    let log = open(dir.path(), |s| s.segment_bytes = 256 << 10);
+    assert_eq!(log.append(click(next)).await, Appended::Durable);
+    let sink = Arc::new(MemorySink::default());
+    log.start_shipper(Arc::clone(&sink), fast_shipping()).unwrap();
+    log.close().await;
+    drop(log);
+    let reopened = open(dir.path(), |s| s.segment_bytes = 256 << 10);
+    reopened.start_shipper(Arc::clone(&sink), fast_shipping()).unwrap();
+    reopened.close().await;
+    assert_eq!(sink.delivered(), ids(0..next + 1), "only what was appended, once");
 }

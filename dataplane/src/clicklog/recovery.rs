@@ -4,7 +4,9 @@
 //! recovery reads the last segment record by record, checking every checksum, and cuts the file at the first
 //! record that is not whole (a crash mid-write) — everything before it stays. A write the writer never
 //! completed was never acknowledged, so nothing acknowledged is lost. The sequence number after the last good
-//! record is where appending continues.
+//! record is where appending continues. When nothing but zeros follows the last record, that is the unused
+//! rest of a preallocated segment: it stays, and appending goes on into it. Anything else there is cut, zeros
+//! and all, so that no leftover of a torn write can ever be read as a record.
 //!
 //! The shipper starts at the persisted cursor; without one (or with one naming a segment that is gone) it
 //! starts at the oldest segment, shipping everything again. Segments wholly before the cursor are what a
@@ -28,6 +30,8 @@ pub(super) struct Recovered {
     pub start: Position,
     /// The bytes of every segment kept.
     pub disk_bytes: u64,
+    /// The last segment's length: more than `end.offset` when it is preallocated.
+    pub room: u64,
 }
 
 fn at(path: &Path) -> impl FnOnce(io::Error) -> ClickLogError + '_ {
@@ -36,9 +40,11 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> ClickLogError + '_ {
 
 /// Recovers `dir` (which exists and is locked by the caller).
 pub(super) fn recover(dir: &Path) -> Result<Recovered, ClickLogError> {
-    match std::fs::remove_file(dir.join("cursor.tmp")) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at(dir)(e)),
-        _ => {}
+    for leftover in ["cursor.tmp", super::spare::NAME] {
+        match std::fs::remove_file(dir.join(leftover)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at(dir)(e)),
+            _ => {}
+        }
     }
     let mut bases = segment::list_segments(dir).map_err(at(dir))?;
     let cursor = cursor::load(dir).map_err(at(dir))?;
@@ -49,7 +55,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, ClickLogError> {
         bases.push(base);
     }
     let (first, last) = (bases[0], bases[bases.len() - 1]);
-    let (file, len, count) = repair_last(dir, last)?;
+    let (file, len, count, room) = repair_last(dir, last)?;
     let end = Position { segment: last, offset: len, seq: last + count };
     let oldest = Position { segment: first, offset: HEADER_LEN, seq: first };
     let start = match cursor {
@@ -69,6 +75,9 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, ClickLogError> {
         if base < start.segment {
             std::fs::remove_file(&path).map_err(at(&path))?;
             removed = true;
+        } else if base == last {
+            // Its records; a zero tail is not counted until the writer cuts it off.
+            disk_bytes += len;
         } else {
             disk_bytes += std::fs::metadata(&path).map_err(at(&path))?.len();
         }
@@ -83,12 +92,13 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, ClickLogError> {
         next_seq = end.seq,
         "click log opened"
     );
-    Ok(Recovered { file, end, start, disk_bytes })
+    Ok(Recovered { file, end, start, disk_bytes, room })
 }
 
-/// Checks every record of the last segment and cuts it after the last whole one. Returns the file positioned
-/// there, that length, and how many records it holds.
-fn repair_last(dir: &Path, base: u64) -> Result<(File, u64, u64), ClickLogError> {
+/// Checks every record of the last segment and cuts it after the last whole one, unless only a preallocated
+/// zero tail follows. Returns the file positioned there, that offset, how many records it holds, and the file's
+/// length.
+fn repair_last(dir: &Path, base: u64) -> Result<(File, u64, u64, u64), ClickLogError> {
     let path = segment::segment_path(dir, base);
     let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(at(&path))?;
     let file_len = file.metadata().map_err(at(&path))?.len();
@@ -98,7 +108,7 @@ fn repair_last(dir: &Path, base: u64) -> Result<(File, u64, u64), ClickLogError>
         file.seek(SeekFrom::Start(0)).map_err(at(&path))?;
         file.write_all(&HEADER).map_err(at(&path))?;
         file.sync_all().map_err(at(&path))?;
-        return Ok((file, HEADER_LEN, 0));
+        return Ok((file, HEADER_LEN, 0, HEADER_LEN));
     }
     let mut reader = SegmentReader::open(dir, base, HEADER_LEN).map_err(|e| match e.kind() {
         io::ErrorKind::InvalidData => ClickLogError::NotASegment { path: path.clone() },
@@ -117,7 +127,8 @@ fn repair_last(dir: &Path, base: u64) -> Result<(File, u64, u64), ClickLogError>
         }
     };
     let good = reader.offset();
-    if good < file_len {
+    let zero_tail = good < file_len && segment::zero_from(&mut file, good).map_err(at(&path))?;
+    if good < file_len && !zero_tail {
         tracing::warn!(
             segment = %path.display(),
             kept_records = count,
@@ -129,5 +140,5 @@ fn repair_last(dir: &Path, base: u64) -> Result<(File, u64, u64), ClickLogError>
         file.sync_all().map_err(at(&path))?;
     }
     file.seek(SeekFrom::Start(good)).map_err(at(&path))?;
-    Ok((file, good, count))
+    Ok((file, good, count, if zero_tail { file_len } else { good }))
 }

