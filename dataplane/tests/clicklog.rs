@@ -510,3 +510,24 @@ async fn a_leftover_of_a_torn_write_in_the_zero_tail_is_cut_and_never_shipped() 
     reopened.close().await;
     assert_eq!(sink.delivered(), ids(0..next + 1), "only what was appended, once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_group_commit_is_timed_in_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::new();
+    let log = ClickLog::open(ClickLogSettings::new(dir.path()), &telemetry).unwrap();
+    for i in 0..20 {
+        assert_eq!(log.append(click(i)).await, Appended::Durable);
+    }
+    let text = telemetry.encode_metrics();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
+        line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+    };
+    let commits = value("traffoflex_clicklog_commit_seconds_count");
+    assert_eq!(commits, 20.0, "one commit per sequential durable append:\n{text}");
+    assert!(value("traffoflex_clicklog_commit_seconds_sum") > 0.0);
+    let slowest = r#"traffoflex_clicklog_commit_seconds_bucket{le="+Inf"}"#;
+    assert_eq!(value(slowest), 20.0);
+    log.close().await;
+}

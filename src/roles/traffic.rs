@@ -44,6 +44,10 @@ pub struct ClickSettings {
     /// Most bytes the local click log may hold while Kafka is behind; past it clicks are redirected but dropped.
     #[arg(long, env = "TRAFFOFLEX_CLICK_LOG_MAX_BYTES", default_value_t = 2 << 30)]
     pub click_log_max_bytes: u64,
+    /// Write each click log segment full of zeros before it is used, so a commit's fdatasync writes no file
+    /// metadata. Turn it off on copy-on-write filesystems, where it gains nothing.
+    #[arg(long, env = "TRAFFOFLEX_CLICK_LOG_PREALLOCATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub click_log_preallocate: bool,
     /// Secret that signs click IDs. Every traffic and postback process must share it; without one a key is
     /// made once and kept in `<data-dir>/click-id.key`.
     #[arg(long, env = "TRAFFOFLEX_CLICK_ID_KEY", hide_env_values = true)]
@@ -141,6 +145,7 @@ pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
     let mut log_settings = ClickLogSettings::new(data_dir.join("clicklog"));
     log_settings.durability = settings.click_durability;
     log_settings.max_bytes = settings.click_log_max_bytes;
+    log_settings.preallocate = settings.click_log_preallocate;
     let log = Arc::new(ClickLog::open(log_settings, telemetry).context("opening the click log")?);
     log.start_shipper(sink, ShipSettings::default()).context("starting the click log shipper")?;
 

@@ -249,6 +249,7 @@ impl Writer {
             let before = self.synced;
             match self.write_batch(&batch) {
                 Ok(()) => {
+                    self.metrics.commit_seconds.observe(last_commit.elapsed().as_secs_f64());
                     self.metrics.appended.inc_by(batch.len() as u64);
                     slot.0.finish(DURABLE);
                 }
