@@ -77,6 +77,40 @@ fn lookups_read_country_region_city_asn_and_isp() {
     assert!(GeoIp::open(None, Some(&dir.path().join("junk.mmdb"))).is_err());
 }
 
+#[test]
+fn a_replaced_database_is_read_again_and_a_broken_one_keeps_the_old() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let country = |code: &'static str| V::Map(vec![("country", V::Map(vec![("iso_code", V::Str(code))]))]);
+    let db = |code| write("GeoLite2-Country", vec![((ip("81.2.69.0"), 24), country(code))]);
+    let path = dir.path().join("country.mmdb");
+    // Replaced the way an updater does: a new file renamed over the old one.
+    let replace = |bytes: &[u8]| {
+        let tmp = dir.path().join("country.mmdb.tmp");
+        std::fs::write(&tmp, bytes).expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+    };
+    replace(&db("DE"));
+    let geo = GeoIp::open(Some(&path), None).expect("open");
+    assert_eq!(geo.lookup(ip("81.2.69.1")).country, "DE");
+    assert_eq!(geo.reload_if_changed(), Ok(false), "nothing changed");
+
+    replace(&db("FR"));
+    assert_eq!(geo.reload_if_changed(), Ok(true));
+    assert_eq!(geo.lookup(ip("81.2.69.1")).country, "FR");
+
+    replace(b"half a database");
+    let err = geo.reload_if_changed().expect_err("a file that doesn't open");
+    assert!(err.contains("country.mmdb"), "{err}");
+    assert_eq!(geo.lookup(ip("81.2.69.1")).country, "FR", "the database loaded before stays");
+    std::fs::remove_file(&path).expect("remove");
+    assert!(geo.reload_if_changed().is_err(), "a missing file");
+    assert_eq!(geo.lookup(ip("81.2.69.1")).country, "FR");
+
+    replace(&db("PL"));
+    assert_eq!(geo.reload_if_changed(), Ok(true), "the next check tries again");
+    assert_eq!(geo.lookup(ip("81.2.69.1")).country, "PL");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_are_routed_on_the_visitors_location_and_network() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -61,6 +61,10 @@ pub struct ClickSettings {
     /// A MaxMind ASN or ISP database (`.mmdb`) for the visitor's ASN and ISP.
     #[arg(long, env = "TRAFFOFLEX_GEOIP_ASN_DB")]
     pub geoip_asn_db: Option<std::path::PathBuf>,
+    /// How often, in milliseconds, the GeoIP files are checked for a new version (read again when they
+    /// changed); 0 reads them at start only.
+    #[arg(long, env = "TRAFFOFLEX_GEOIP_RELOAD_INTERVAL_MS", default_value_t = 60_000)]
+    pub geoip_reload_interval_ms: u64,
     /// A header a trusted edge sets to the visitor's ISO country code (e.g. `CF-IPCountry`).
     #[arg(long, env = "TRAFFOFLEX_COUNTRY_HEADER")]
     pub country_header: Option<String>,
@@ -142,6 +146,14 @@ pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
     let geo = GeoIp::open(settings.geoip_db.as_deref(), settings.geoip_asn_db.as_deref())
         .map_err(anyhow::Error::msg)
         .context("--geoip-db / --geoip-asn-db")?;
+    let geo = Arc::new(geo);
+    if geo.is_enabled() && settings.geoip_reload_interval_ms > 0 {
+        spawn_geoip_reloader(
+            Arc::clone(&geo),
+            Duration::from_millis(settings.geoip_reload_interval_ms),
+            shutdown.clone(),
+        );
+    }
     let mut log_settings = ClickLogSettings::new(data_dir.join("clicklog"));
     log_settings.durability = settings.click_durability;
     log_settings.max_bytes = settings.click_log_max_bytes;
@@ -192,7 +204,7 @@ pub async fn build<S: traffoflex_dataplane::clicklog::Sink>(
         )
         .with_health(health)
         .with_stats(stats)
-        .with_geo(Arc::new(geo)),
+        .with_geo(geo),
     );
     Ok(Traffic { router: router(state), log })
 }
@@ -215,4 +227,29 @@ pub async fn run(args: TrafficArgs) -> anyhow::Result<()> {
     crate::serve::serve(args.listen, app, shutdown).await?;
     traffic.log.close().await;
     Ok(())
+}
+
+/// Checks the GeoIP files every `every` and reads a changed one again, off the runtime's workers (a city
+/// database is tens of megabytes).
+fn spawn_geoip_reloader(geo: Arc<GeoIp>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let geo = Arc::clone(&geo);
+            match tokio::task::spawn_blocking(move || geo.reload_if_changed()).await {
+                Ok(Ok(true)) => tracing::info!("GeoIP database reloaded"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "GeoIP database not reloaded; the one loaded before stays in use")
+                }
+                Err(e) => tracing::warn!(error = %e, "GeoIP reload panicked"),
+            }
+        }
+    });
 }
