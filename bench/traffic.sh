@@ -147,6 +147,8 @@ tf_rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$TF_PID/status")
 metric() { curl -s "$TF_URL/metrics" | awk -v m="$1" '$1==m {print $2}'; }
 appended=$(metric traffoflex_clicklog_appended_total)
 fsyncs=$(metric traffoflex_clicklog_fsyncs_total)
+commit_sum=$(metric traffoflex_clicklog_commit_seconds_sum)
+commit_count=$(metric traffoflex_clicklog_commit_seconds_count)
 stop_tf
 
 # RSS with 10,000 campaigns, while serving clicks (the allocator returns what loading freed as it goes on).
@@ -167,5 +169,6 @@ printf '| traffoflex | half its max rate (loadgen) | %s | %s | %s | %s | %s |\n'
 printf '| nginx return 302 | half its max rate (loadgen) | %s | %s | %s | %s | %s |\n' "$ng_c" "$ng_rps_h" "$ng_p50_h" "$ng_p99_h" "$ng_p999_h"
 awk -v a="$tf_rps" -v b="$ng_rps" 'BEGIN{printf "\nrequests/s ratio traffoflex/nginx: %.2fx\n", a/b}'
 awk -v a="$appended" -v b="$fsyncs" 'BEGIN{ if (b>0) printf "clicks per fsync (group commit): %.1f (%d clicks, %d fsyncs)\n", a/b, a, b}'
+awk -v s="$commit_sum" -v n="$commit_count" 'BEGIN{ if (n>0) printf "group commit (write and fdatasync): %.3f ms on average over %d\n", s*1000/n, n}'
 printf 'traffoflex %s RSS: %s MiB with %s campaigns, %s MiB with 10,000 campaigns (%s MiB at the peak of loading them)\n' \
   "$MODE" "$((tf_rss_kib/1024))" "$CAMPAIGNS" "$((rss10k_kib/1024))" "$((peak10k_kib/1024))"
