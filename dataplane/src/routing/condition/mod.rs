@@ -24,13 +24,15 @@ mod eval;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use regex::Regex;
 use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
 use traffoflex_crds::condition::{FieldType, MAX_CONDITION_DEPTH};
 use traffoflex_crds::{Condition, ConditionField, ConditionOp, ConditionRule, ConditionValue};
 
@@ -45,12 +47,33 @@ const SMALL_SET: usize = 8;
 #[derive(Debug)]
 pub struct CompiledCondition(Node);
 
+/// A node of the tree. Rules sit behind an `Arc` so that equal rules of different conditions are kept once
+/// ([`RuleCache`]): streams whose trees differ still tend to repeat their rules (`country in […]`, `isBot eq
+/// false`), and a rule with its operands is most of a tree's memory.
 #[derive(Debug)]
 enum Node {
     All(Box<[Node]>),
     Any(Box<[Node]>),
     Not(Box<Node>),
-    Rule(Rule),
+    Rule(Arc<Rule>),
+}
+
+/// Compiled rules by the SHA-256 of their JSON, shared by every condition compiled with the same cache.
+#[derive(Default)]
+pub struct RuleCache(HashMap<[u8; 32], Arc<Rule>>);
+
+impl RuleCache {
+    fn rule(&mut self, rule: &ConditionRule) -> Result<Arc<Rule>, String> {
+        let compile = || compile_rule(rule).map_err(|e| format!("`{}` {}: {e}", rule.field, rule.op));
+        let Ok(json) = serde_json::to_vec(rule) else { return compile().map(Arc::new) };
+        let key: [u8; 32] = Sha256::digest(&json).into();
+        if let Some(r) = self.0.get(&key) {
+            return Ok(Arc::clone(r));
+        }
+        let r = Arc::new(compile()?);
+        self.0.insert(key, Arc::clone(&r));
+        Ok(r)
+    }
 }
 
 #[derive(Debug)]
@@ -199,24 +222,27 @@ pub(crate) fn decimal_of(value: &ConditionValue) -> Option<Decimal> {
 impl CompiledCondition {
     /// Compiles a condition tree; the message says what is wrong (a stream with a bad tree is skipped).
     pub fn compile(condition: &Condition) -> Result<Self, String> {
-        compile_node(condition, 1).map(Self)
+        Self::compile_with(condition, &mut RuleCache::default())
+    }
+
+    /// Compiles a condition tree, taking rules equal to ones compiled before from `rules`.
+    pub fn compile_with(condition: &Condition, rules: &mut RuleCache) -> Result<Self, String> {
+        compile_node(condition, 1, rules).map(Self)
     }
 }
 
-fn compile_node(condition: &Condition, depth: usize) -> Result<Node, String> {
+fn compile_node(condition: &Condition, depth: usize, rules: &mut RuleCache) -> Result<Node, String> {
     if depth > MAX_CONDITION_DEPTH {
         return Err(format!("conditions nest deeper than {MAX_CONDITION_DEPTH} levels"));
     }
-    let list = |children: &[Condition]| -> Result<Box<[Node]>, String> {
-        children.iter().map(|c| compile_node(c, depth + 1)).collect()
+    let mut list = |children: &[Condition]| -> Result<Box<[Node]>, String> {
+        children.iter().map(|c| compile_node(c, depth + 1, rules)).collect()
     };
     Ok(match condition {
         Condition::All(children) => Node::All(list(children)?),
         Condition::Any(children) => Node::Any(list(children)?),
-        Condition::Not(child) => Node::Not(Box::new(compile_node(child, depth + 1)?)),
-        Condition::Rule(rule) => {
-            Node::Rule(compile_rule(rule).map_err(|e| format!("`{}` {}: {e}", rule.field, rule.op))?)
-        }
+        Condition::Not(child) => Node::Not(Box::new(compile_node(child, depth + 1, rules)?)),
+        Condition::Rule(rule) => Node::Rule(rules.rule(rule)?),
     })
 }
 

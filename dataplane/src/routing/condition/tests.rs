@@ -245,3 +245,42 @@ fn bad_trees_do_not_compile() {
     }
     assert!(compile(deep).is_err());
 }
+
+/// The rules of a tree, in order.
+fn rules(node: &super::Node, out: &mut Vec<std::sync::Arc<super::Rule>>) {
+    match node {
+        super::Node::All(children) | super::Node::Any(children) => children.iter().for_each(|c| rules(c, out)),
+        super::Node::Not(child) => rules(child, out),
+        super::Node::Rule(rule) => out.push(std::sync::Arc::clone(rule)),
+    }
+}
+
+#[test]
+fn conditions_compiled_with_one_cache_share_their_equal_rules_and_still_evaluate_apart() {
+    let tree = |sub3: &str| -> Condition {
+        serde_json::from_value(json!({"all": [
+            {"field": "country", "op": "in", "values": ["DE", "AT", "CH"]},
+            {"not": {"field": "sub2", "op": "startsWith", "value": "test"}},
+            {"field": "sub3", "op": "ne", "value": sub3}
+        ]}))
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut cache = super::RuleCache::default();
+    let a = CompiledCondition::compile_with(&tree("a"), &mut cache).unwrap_or_else(|e| panic!("{e}"));
+    let b = CompiledCondition::compile_with(&tree("b"), &mut cache).unwrap_or_else(|e| panic!("{e}"));
+    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+    rules(&a.0, &mut ra);
+    rules(&b.0, &mut rb);
+    assert_eq!((ra.len(), rb.len()), (3, 3));
+    assert!(std::sync::Arc::ptr_eq(&ra[0], &rb[0]), "the country rule is kept once");
+    assert!(std::sync::Arc::ptr_eq(&ra[1], &rb[1]), "the sub2 rule is kept once");
+    assert!(!std::sync::Arc::ptr_eq(&ra[2], &rb[2]), "the sub3 rules differ");
+
+    let now = Utc.with_ymd_and_hms(2025, 1, 1, 14, 0, 0).single().unwrap_or_else(|| panic!("date"));
+    let mut ctx = ClickContext::from_query([("country", "DE"), ("sub3", "a")]);
+    assert!(!a.matches(&Facts::new(&ctx, now)), "sub3 is a");
+    assert!(b.matches(&Facts::new(&ctx, now)));
+    ctx.country = "FR".into();
+    assert!(!b.matches(&Facts::new(&ctx, now)));
+    assert_eq!(cache.0.len(), 4, "four distinct rules were compiled");
+}

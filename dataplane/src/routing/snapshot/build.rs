@@ -18,7 +18,7 @@ use super::{
 };
 use crate::routing::antirepeat::{AntiRepeatPolicy, UserKey};
 use crate::routing::availability::CapLimit;
-use crate::routing::condition::CompiledCondition;
+use crate::routing::condition::{CompiledCondition, RuleCache};
 use crate::routing::macros::UrlTemplate;
 use crate::routing::select::BestRoiPolicy;
 
@@ -34,6 +34,8 @@ struct Interner {
     /// By the SHA-256 of the condition's JSON: a load holds every distinct condition's key until it is done,
     /// and the JSON itself would be as large as the compiled conditions.
     conditions: HashMap<[u8; 32], Arc<CompiledCondition>>,
+    /// The rules of those conditions, by the same kind of key: distinct conditions still share rules.
+    rules: RuleCache,
 }
 
 impl Interner {
@@ -62,7 +64,7 @@ impl Interner {
         if let Some(c) = self.conditions.get(&key) {
             return Ok(Arc::clone(c));
         }
-        let c = Arc::new(CompiledCondition::compile(condition)?);
+        let c = Arc::new(CompiledCondition::compile_with(condition, &mut self.rules)?);
         self.conditions.insert(key, Arc::clone(&c));
         Ok(c)
     }
