@@ -56,6 +56,10 @@ pub struct PostbackSettings {
     /// Most bytes the local postback event log may hold while Kafka is behind.
     #[arg(long, env = "TRAFFOFLEX_POSTBACK_LOG_MAX_BYTES", default_value_t = 1 << 30)]
     pub postback_log_max_bytes: u64,
+    /// Write each postback event log segment full of zeros before it is used, so a commit's fdatasync writes
+    /// no file metadata (as the click log does). Turn it off on copy-on-write filesystems.
+    #[arg(long, env = "TRAFFOFLEX_POSTBACK_LOG_PREALLOCATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub postback_log_preallocate: bool,
     #[command(flatten)]
     pub outbound: OutboundArgs,
     #[command(flatten)]
@@ -117,6 +121,8 @@ impl PostbackSettings {
             reload_token: c.reload_token.clone(),
             reload_interval_ms: c.reload_interval_ms,
             postback_log_max_bytes: 1 << 30,
+            // One switch for both logs of the one process.
+            postback_log_preallocate: c.click_log_preallocate,
             outbound: outbound.clone(),
             currency: currency.clone(),
         }
@@ -163,6 +169,7 @@ pub async fn build<S: Sink>(
     let mut log_settings = ClickLogSettings::new(log_dir.clone());
     log_settings.durability = Durability::Durable;
     log_settings.max_bytes = settings.postback_log_max_bytes;
+    log_settings.preallocate = settings.postback_log_preallocate;
     let log = Arc::new(ClickLog::open(log_settings, telemetry).context("opening the postback event log")?);
     log.start_shipper(sink, ShipSettings::default()).context("starting the postback event log shipper")?;
 
