@@ -17,6 +17,8 @@
 # MODE=up: `traffoflex up` on the embedded backends (the same process also ingests every click into its
 #   embedded analytics store).
 #
+# Each server first gets WARMUP seconds (3) of load at 5,000 requests/s that are not measured.
+#
 #   bench/traffic.sh            # defaults: 1,000 campaigns, 10 s per run, 64 connections, 1 wrk thread
 #   MODE=up CAMPAIGNS=1000 DURATION=10 CONNECTIONS=64 PACED_CONNECTIONS=100 DURABILITY=fast bench/traffic.sh
 set -euo pipefail
@@ -28,6 +30,7 @@ DURATION="${DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-64}"
 DURABILITY="${DURABILITY:-durable}"
 PACED_CONNECTIONS="${PACED_CONNECTIONS:-100}"
+WARMUP="${WARMUP:-3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/traffoflex/target}"
 WORK="$(mktemp -d)"
 TF_PORT=18181
@@ -136,6 +139,9 @@ nginx -c "$WORK/nginx.conf" -p "$WORK"
 
 TF_URL="http://127.0.0.1:$TF_PORT"
 NG_URL="http://127.0.0.1:$NGINX_PORT"
+# Unmeasured warm-up: a fresh process (and, in MODE=traffic, the fresh broker's JIT) settles before the runs.
+"$LOADGEN" "127.0.0.1:$TF_PORT" 5000 16 "$WARMUP" "$CAMPAIGNS" >/dev/null
+"$LOADGEN" "127.0.0.1:$NGINX_PORT" 5000 16 "$WARMUP" "$CAMPAIGNS" >/dev/null
 read -r tf_rps tf_p50 tf_p99 < <(run_wrk "$TF_URL" "$CONNECTIONS" "$WORK/full.lua")
 read -r ng_rps ng_p50 ng_p99 < <(run_wrk "$NG_URL" "$CONNECTIONS" "$WORK/full.lua")
 read -r tf_c tf_rps_h tf_p50_h tf_p99_h tf_p999_h tf_failed < <(run_paced "127.0.0.1:$TF_PORT" "$tf_rps")
