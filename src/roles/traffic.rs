@@ -232,16 +232,9 @@ pub async fn run(args: TrafficArgs) -> anyhow::Result<()> {
 /// Checks the GeoIP files every `every` and reads a changed one again, off the runtime's workers (a city
 /// database is tens of megabytes).
 fn spawn_geoip_reloader(geo: Arc<GeoIp>, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            let geo = Arc::clone(&geo);
+    traffoflex_dataplane::live::spawn_every(every, shutdown, move || {
+        let geo = Arc::clone(&geo);
+        async move {
             match tokio::task::spawn_blocking(move || geo.reload_if_changed()).await {
                 Ok(Ok(true)) => tracing::info!("GeoIP database reloaded"),
                 Ok(Ok(false)) => {}

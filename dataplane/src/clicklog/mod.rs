@@ -286,10 +286,11 @@ impl ClickLog {
         let queue = Arc::new(Queue::new(limits));
         let progress = Arc::new(Progress { shipped_seq: AtomicU64::new(recovered.start.seq) });
         let (committed_tx, committed) = watch::channel(recovered.end);
-        let spares = match settings.preallocate {
-            true => Some(spare::Spares::start(dir.clone(), settings.segment_bytes).map_err(io_err)?),
-            false => None,
-        };
+        let spares = settings
+            .preallocate
+            .then(|| spare::Spares::start(dir.clone(), settings.segment_bytes))
+            .transpose()
+            .map_err(io_err)?;
         let writer = Writer {
             dir: dir.clone(),
             segment_bytes: settings.segment_bytes,

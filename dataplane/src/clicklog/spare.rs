@@ -57,14 +57,9 @@ fn prepare(dir: &Path, size: u64, stop: &AtomicBool) -> io::Result<File> {
     }
 }
 
-/// Makes the prepared spare the segment starting at `base`, durably.
-pub(super) fn install(dir: &Path, base: u64) -> io::Result<()> {
-    std::fs::rename(dir.join(NAME), segment::segment_path(dir, base))?;
-    segment::sync_dir(dir)
-}
-
 /// Preallocated segments, made one at a time on a thread of their own and taken by the writer.
 pub(super) struct Spares {
+    dir: PathBuf,
     request: Option<SyncSender<()>>,
     ready: Receiver<io::Result<File>>,
     held: Option<File>,
@@ -80,7 +75,9 @@ impl Spares {
         let (done, ready) = sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
+        let spare_dir = dir.clone();
         let thread = std::thread::Builder::new().name("clicklog-spare".to_owned()).spawn(move || {
+            let dir = spare_dir;
             while requests.recv().is_ok() {
                 let spare = prepare(&dir, segment_bytes, &stopped);
                 if let Err(e) = &spare
@@ -94,7 +91,7 @@ impl Spares {
             }
         })?;
         let mut spares =
-            Self { request: Some(request), ready, held: None, requested: false, stop, thread: Some(thread) };
+            Self { dir, request: Some(request), ready, held: None, requested: false, stop, thread: Some(thread) };
         spares.request();
         Ok(spares)
     }
@@ -114,11 +111,18 @@ impl Spares {
         self.held.is_some()
     }
 
-    /// The ready spare, if there is one. The next is requested only once this one is renamed (or given up),
-    /// since the thread makes it under the same name.
-    pub fn take(&mut self) -> Option<File> {
+    /// Makes the ready spare, if there is one, the segment starting at `base` (renamed, durably), and asks
+    /// for the next. The next is asked for only after the rename (or its failure), since the thread makes it
+    /// under the same name.
+    pub fn install(&mut self, base: u64) -> Option<io::Result<File>> {
         self.ready();
-        self.held.take()
+        let installed = self.held.take().map(|file| {
+            std::fs::rename(self.dir.join(NAME), segment::segment_path(&self.dir, base))?;
+            segment::sync_dir(&self.dir)?;
+            Ok(file)
+        });
+        self.request();
+        installed
     }
 
     pub fn request(&mut self) {

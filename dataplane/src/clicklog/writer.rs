@@ -320,11 +320,7 @@ impl Writer {
             }
         }
         let base = self.synced.seq;
-        let spare = self.spares.as_mut().and_then(Spares::take);
-        let installed = spare.map(|file| super::spare::install(&self.dir, base).map(|()| file));
-        if let Some(spares) = self.spares.as_mut() {
-            spares.request();
-        }
+        let installed = self.spares.as_mut().and_then(|s| s.install(base));
         (self.file, self.room) = match installed {
             Some(Ok(file)) => (file, self.segment_bytes),
             failed => {
