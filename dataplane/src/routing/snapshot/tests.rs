@@ -223,9 +223,35 @@ fn click_ids_resolve_to_campaign_stream_and_destination() {
 }
 
 #[test]
+fn every_stream_and_destination_of_a_large_campaign_resolves() {
+    // Enough streams and destinations that the build's per-campaign lists outgrow their tight start.
+    let dests: Vec<_> = (0..70).map(|d| destination(&format!("d{d}"), "https://o.example/", json!(null))).collect();
+    let streams: Vec<_> = (0..150)
+        .map(|s| {
+            let targets = [
+                json!({"destinationId": format!("d{}", s % 70)}),
+                json!({"destinationId": format!("d{}", (s * 7 + 3) % 70)}),
+            ];
+            stream(&format!("s{s:03}"), json!({"campaignId": "c1", "priority": 150 - s, "destinations": targets}))
+        })
+        .collect();
+    let snap = snapshot(vec![campaign("c1", json!({"key": "k"}))], streams, dests);
+    let c = snap.campaign("k").unwrap_or_else(|| panic!("k"));
+    assert_eq!(c.streams().len(), 150);
+    assert_eq!(c.streams().first().map(StreamEntry::id), Some("s149"), "the lowest priority first");
+    let codec = ClickIdCodec::single(b"k");
+    for s in 0..150 {
+        let (stream_id, dest_id) = (format!("s{s:03}"), format!("d{}", (s * 7 + 3) % 70));
+        let info = codec.verify(&codec.issue(1, "c1", &stream_id, &dest_id)).unwrap_or_else(|e| panic!("{e}"));
+        let expected = Attribution { campaign_id: "c1", stream_id: Some(&stream_id), destination_id: Some(&dest_id) };
+        assert_eq!(snap.resolve(&info), Some(expected), "stream {stream_id} via {dest_id}");
+    }
+}
+
+#[test]
 fn shared_fingerprints_attribute_nothing() {
     let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
-    let mut map = HashMap::new();
+    let mut map = Vec::new();
     assert!(index_fp(&mut map, [1; 4], &a));
     assert!(index_fp(&mut map, [2; 4], &b));
     assert!(index_fp(&mut map, [1; 4], &a), "the same ID again is fine");
