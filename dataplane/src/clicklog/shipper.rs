@@ -340,10 +340,7 @@ impl<S: Sink> Shipper<S> {
 fn delete_segments_below(dir: &Path, below: u64) -> io::Result<u64> {
     let mut freed = 0;
     for base in segment::list_segments(dir)?.into_iter().take_while(|&b| b < below) {
-        let path = segment::segment_path(dir, base);
-        let len = std::fs::metadata(&path)?.len();
-        std::fs::remove_file(&path)?;
-        freed += len;
+        freed += segment::remove_gently(&segment::segment_path(dir, base))?;
     }
     if freed > 0 {
         segment::sync_dir(dir)?;
