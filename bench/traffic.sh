@@ -33,6 +33,14 @@ PACED_CONNECTIONS="${PACED_CONNECTIONS:-100}"
 WARMUP="${WARMUP:-3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/traffoflex/target}"
 WORK="$(mktemp -d)"
+# The broker stands in for a Kafka cluster on other machines: by default its log is kept in memory, so that its
+# writes (flushed by the kernel in bursts) don't land on the disk the click log syncs to. BROKER_DIR=disk puts
+# it beside the click log instead.
+BROKER_DIR="${BROKER_DIR:-memory}"
+case "$BROKER_DIR" in
+  memory) BROKER_DIR="$(mktemp -d -p /dev/shm 2>/dev/null || echo "$WORK/kafka")" ;;
+  disk) BROKER_DIR="$WORK/kafka" ;;
+esac
 TF_PORT=18181
 NGINX_PORT=18182
 KAFKA_PORT=18192
@@ -45,6 +53,7 @@ cleanup() {
   stop_tf
   if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
   if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null || true; wait "$KAFKA_PID" 2>/dev/null || true; fi
+  case "$BROKER_DIR" in "$WORK"/*) ;; *) rm -rf "$BROKER_DIR" ;; esac
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -99,8 +108,8 @@ wait_ready() { # url what
 }
 
 if [ "$MODE" = traffic ]; then
-  mkdir -p "$WORK/kafka"
-  scripts/deps.sh kafka-broker "$WORK/kafka" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" > "$WORK/kafka.log" 2>&1 &
+  mkdir -p "$BROKER_DIR"
+  scripts/deps.sh kafka-broker "$BROKER_DIR" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" > "$WORK/kafka.log" 2>&1 &
   KAFKA_PID=$!
   for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null && break; sleep 0.2; done
 fi
