@@ -37,7 +37,7 @@ pub(crate) mod text;
 
 pub use antirepeat::{AntiRepeatCache, AntiRepeatPolicy, UserKey};
 pub use availability::{AllHealthy, CapCounters, CapLimit, HealthView, NoCounters, Unavailable, UnhealthySet};
-pub use condition::{CompiledCondition, RuleCache};
+pub use condition::{CompiledCondition, NodeCache};
 pub use context::{ClickContext, Facts, QUERY_ALIASES, TRAFFICBACK_DEPTH_PARAM};
 pub use engine::{
     ClickIdIssuer, NoRouteCause, RouteDecision, RouteInputs, TrafficbackReason, route, route_trafficback,

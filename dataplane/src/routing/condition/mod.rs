@@ -47,34 +47,22 @@ const SMALL_SET: usize = 8;
 #[derive(Debug)]
 pub struct CompiledCondition(Node);
 
-/// A node of the tree. Rules sit behind an `Arc` so that equal rules of different conditions are kept once
-/// ([`RuleCache`]): streams whose trees differ still tend to repeat their rules (`country in […]`, `isBot eq
-/// false`), and a rule with its operands is most of a tree's memory.
-#[derive(Debug)]
+/// A node of the tree. Every part of it sits behind an `Arc`, so that equal rules and equal subtrees of
+/// different conditions are kept once ([`NodeCache`]): streams whose trees differ still tend to repeat their
+/// rules (`country in […]`, `isBot eq false`) and whole branches (a template's tree with one rule added), and
+/// those are most of a tree's memory.
+#[derive(Clone, Debug)]
 enum Node {
-    All(Box<[Node]>),
-    Any(Box<[Node]>),
-    Not(Box<Node>),
+    All(Arc<[Node]>),
+    Any(Arc<[Node]>),
+    Not(Arc<Node>),
     Rule(Arc<Rule>),
 }
 
-/// Compiled rules by the SHA-256 of their JSON, shared by every condition compiled with the same cache.
+/// Compiled rules and subtrees by the SHA-256 of their JSON (equal trees serialise equally), each with its
+/// height, shared by every condition compiled with the same cache.
 #[derive(Default)]
-pub struct RuleCache(HashMap<[u8; 32], Arc<Rule>>);
-
-impl RuleCache {
-    fn rule(&mut self, rule: &ConditionRule) -> Result<Arc<Rule>, String> {
-        let compile = || compile_rule(rule).map_err(|e| format!("`{}` {}: {e}", rule.field, rule.op));
-        let Ok(json) = serde_json::to_vec(rule) else { return compile().map(Arc::new) };
-        let key: [u8; 32] = Sha256::digest(&json).into();
-        if let Some(r) = self.0.get(&key) {
-            return Ok(Arc::clone(r));
-        }
-        let r = Arc::new(compile()?);
-        self.0.insert(key, Arc::clone(&r));
-        Ok(r)
-    }
-}
+pub struct NodeCache(HashMap<[u8; 32], (Node, usize)>);
 
 #[derive(Debug)]
 struct Rule {
@@ -222,28 +210,56 @@ pub(crate) fn decimal_of(value: &ConditionValue) -> Option<Decimal> {
 impl CompiledCondition {
     /// Compiles a condition tree; the message says what is wrong (a stream with a bad tree is skipped).
     pub fn compile(condition: &Condition) -> Result<Self, String> {
-        Self::compile_with(condition, &mut RuleCache::default())
+        Self::compile_with(condition, &mut NodeCache::default())
     }
 
-    /// Compiles a condition tree, taking rules equal to ones compiled before from `rules`.
-    pub fn compile_with(condition: &Condition, rules: &mut RuleCache) -> Result<Self, String> {
-        compile_node(condition, 1, rules).map(Self)
+    /// Compiles a condition tree, taking rules and subtrees equal to ones compiled before from `cache`.
+    pub fn compile_with(condition: &Condition, cache: &mut NodeCache) -> Result<Self, String> {
+        compile_node(condition, 1, cache).map(Self)
     }
 }
 
-fn compile_node(condition: &Condition, depth: usize, rules: &mut RuleCache) -> Result<Node, String> {
+/// The node of `condition`, found at `depth` (the root is 1): from `cache` when an equal one was compiled
+/// before, else compiled and kept there.
+fn compile_node(condition: &Condition, depth: usize, cache: &mut NodeCache) -> Result<Node, String> {
+    let too_deep = || format!("conditions nest deeper than {MAX_CONDITION_DEPTH} levels");
     if depth > MAX_CONDITION_DEPTH {
-        return Err(format!("conditions nest deeper than {MAX_CONDITION_DEPTH} levels"));
+        return Err(too_deep());
     }
-    let mut list = |children: &[Condition]| -> Result<Box<[Node]>, String> {
-        children.iter().map(|c| compile_node(c, depth + 1, rules)).collect()
-    };
+    let key: Option<[u8; 32]> = serde_json::to_vec(condition).ok().map(|json| Sha256::digest(&json).into());
+    if let Some((node, height)) = key.and_then(|k| cache.0.get(&k)) {
+        // The same subtree may sit deeper here than where it was compiled.
+        return if depth + height - 1 > MAX_CONDITION_DEPTH { Err(too_deep()) } else { Ok(node.clone()) };
+    }
+    let node = compile_new(condition, depth, cache)?;
+    if let Some(k) = key {
+        cache.0.insert(k, (node.clone(), node.height()));
+    }
+    Ok(node)
+}
+
+/// Compiles `condition` itself, its children through [`compile_node`].
+fn compile_new(condition: &Condition, depth: usize, cache: &mut NodeCache) -> Result<Node, String> {
+    let mut child = |c: &Condition| compile_node(c, depth + 1, cache);
     Ok(match condition {
-        Condition::All(children) => Node::All(list(children)?),
-        Condition::Any(children) => Node::Any(list(children)?),
-        Condition::Not(child) => Node::Not(Box::new(compile_node(child, depth + 1, rules)?)),
-        Condition::Rule(rule) => Node::Rule(rules.rule(rule)?),
+        Condition::All(children) => Node::All(children.iter().map(&mut child).collect::<Result<_, _>>()?),
+        Condition::Any(children) => Node::Any(children.iter().map(&mut child).collect::<Result<_, _>>()?),
+        Condition::Not(c) => Node::Not(Arc::new(child(c)?)),
+        Condition::Rule(rule) => {
+            Node::Rule(Arc::new(compile_rule(rule).map_err(|e| format!("`{}` {}: {e}", rule.field, rule.op))?))
+        }
     })
+}
+
+impl Node {
+    /// Levels from this node down to its deepest rule (a rule is 1).
+    fn height(&self) -> usize {
+        match self {
+            Self::All(children) | Self::Any(children) => 1 + children.iter().map(Node::height).max().unwrap_or(0),
+            Self::Not(child) => 1 + child.height(),
+            Self::Rule(_) => 1,
+        }
+    }
 }
 
 /// The operands of a rule: `value` and `values` together.

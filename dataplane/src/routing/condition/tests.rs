@@ -255,26 +255,35 @@ fn rules(node: &super::Node, out: &mut Vec<std::sync::Arc<super::Rule>>) {
     }
 }
 
+/// The `not` branch of a tree's root.
+fn not_branch(c: &CompiledCondition) -> std::sync::Arc<super::Node> {
+    let super::Node::All(children) = &c.0 else { panic!("an `all` root") };
+    children
+        .iter()
+        .find_map(|n| if let super::Node::Not(b) = n { Some(std::sync::Arc::clone(b)) } else { None })
+        .unwrap_or_else(|| panic!("a `not` branch"))
+}
+
 #[test]
-fn conditions_compiled_with_one_cache_share_their_equal_rules_and_still_evaluate_apart() {
+fn conditions_compiled_with_one_cache_share_their_equal_rules_and_subtrees_and_still_evaluate_apart() {
     let tree = |sub3: &str| -> Condition {
         serde_json::from_value(json!({"all": [
             {"field": "country", "op": "in", "values": ["DE", "AT", "CH"]},
-            {"not": {"field": "sub2", "op": "startsWith", "value": "test"}},
+            {"not": {"any": [{"field": "sub2", "op": "startsWith", "value": "test"}, {"field": "isBot", "op": "eq", "value": true}]}},
             {"field": "sub3", "op": "ne", "value": sub3}
         ]}))
         .unwrap_or_else(|e| panic!("{e}"))
     };
-    let mut cache = super::RuleCache::default();
+    let mut cache = super::NodeCache::default();
     let a = CompiledCondition::compile_with(&tree("a"), &mut cache).unwrap_or_else(|e| panic!("{e}"));
     let b = CompiledCondition::compile_with(&tree("b"), &mut cache).unwrap_or_else(|e| panic!("{e}"));
     let (mut ra, mut rb) = (Vec::new(), Vec::new());
     rules(&a.0, &mut ra);
     rules(&b.0, &mut rb);
-    assert_eq!((ra.len(), rb.len()), (3, 3));
+    assert_eq!((ra.len(), rb.len()), (4, 4));
     assert!(std::sync::Arc::ptr_eq(&ra[0], &rb[0]), "the country rule is kept once");
-    assert!(std::sync::Arc::ptr_eq(&ra[1], &rb[1]), "the sub2 rule is kept once");
-    assert!(!std::sync::Arc::ptr_eq(&ra[2], &rb[2]), "the sub3 rules differ");
+    assert!(std::sync::Arc::ptr_eq(&not_branch(&a), &not_branch(&b)), "the `not` branch is kept once");
+    assert!(!std::sync::Arc::ptr_eq(&ra[3], &rb[3]), "the sub3 rules differ");
 
     let now = Utc.with_ymd_and_hms(2025, 1, 1, 14, 0, 0).single().unwrap_or_else(|| panic!("date"));
     let mut ctx = ClickContext::from_query([("country", "DE"), ("sub3", "a")]);
@@ -282,5 +291,24 @@ fn conditions_compiled_with_one_cache_share_their_equal_rules_and_still_evaluate
     assert!(b.matches(&Facts::new(&ctx, now)));
     ctx.country = "FR".into();
     assert!(!b.matches(&Facts::new(&ctx, now)));
-    assert_eq!(cache.0.len(), 4, "four distinct rules were compiled");
+    ctx.country = "DE".into();
+    ctx.subs[1] = "testing".into();
+    assert!(!b.matches(&Facts::new(&ctx, now)), "the shared branch still excludes sub2 test…");
+    // country, the any branch's two rules, the any, the not, sub3 a, tree a, sub3 b, tree b.
+    assert_eq!(cache.0.len(), 9, "each distinct rule and subtree was compiled once");
+}
+
+#[test]
+fn a_subtree_compiled_before_is_still_too_deep_where_it_nests_deeper() {
+    let mut chain = json!({"field": "sub1", "op": "exists"});
+    for _ in 1..super::MAX_CONDITION_DEPTH {
+        chain = json!({"not": chain});
+    }
+    let parse = |v: serde_json::Value| -> Condition { serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}")) };
+    let mut cache = super::NodeCache::default();
+    assert!(CompiledCondition::compile_with(&parse(chain.clone()), &mut cache).is_ok(), "exactly the deepest allowed");
+    let deeper = parse(json!({"all": [chain]}));
+    let err = CompiledCondition::compile_with(&deeper, &mut cache).err().unwrap_or_else(|| panic!("too deep"));
+    assert!(err.contains("nest deeper"), "{err}");
+    assert!(CompiledCondition::compile(&deeper).is_err(), "as without a cache");
 }

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::routing::antirepeat::{AntiRepeatPolicy, UserKey};
 use crate::routing::availability::CapLimit;
-use crate::routing::condition::{CompiledCondition, RuleCache};
+use crate::routing::condition::{CompiledCondition, NodeCache};
 use crate::routing::macros::UrlTemplate;
 use crate::routing::select::BestRoiPolicy;
 
@@ -34,8 +34,8 @@ struct Interner {
     /// By the SHA-256 of the condition's JSON: a load holds every distinct condition's key until it is done,
     /// and the JSON itself would be as large as the compiled conditions.
     conditions: HashMap<[u8; 32], Arc<CompiledCondition>>,
-    /// The rules of those conditions, by the same kind of key: distinct conditions still share rules.
-    rules: RuleCache,
+    /// The rules and subtrees of those conditions, by the same kind of key: distinct conditions still share them.
+    nodes: NodeCache,
 }
 
 impl Interner {
@@ -64,7 +64,7 @@ impl Interner {
         if let Some(c) = self.conditions.get(&key) {
             return Ok(Arc::clone(c));
         }
-        let c = Arc::new(CompiledCondition::compile_with(condition, &mut self.rules)?);
+        let c = Arc::new(CompiledCondition::compile_with(condition, &mut self.nodes)?);
         self.conditions.insert(key, Arc::clone(&c));
         Ok(c)
     }
@@ -82,7 +82,7 @@ pub(super) fn freeze(map: FpMap) -> FingerprintIndex {
 /// Makes room for one more element: exactly one while `v` is short (most campaigns have a handful of streams,
 /// and doubling would leave a third of what a load builds per campaign unused until it is done), by doubling
 /// beyond that, so that a campaign with thousands of streams still loads in linear time.
-pub(super) fn reserve_one<T>(v: &mut Vec<T>) {
+fn reserve_one<T>(v: &mut Vec<T>) {
     const TIGHT_UP_TO: usize = 32;
     if v.len() == v.capacity() && v.len() < TIGHT_UP_TO {
         v.reserve_exact(1);
