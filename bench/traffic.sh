@@ -13,7 +13,8 @@
 # campaigns loaded. Needs nginx and wrk (installed from Debian if missing).
 #
 # MODE=traffic (default): `traffoflex traffic` as deployed, shipping its click log to a Kafka broker of its own
-#   (scripts/deps.sh kafka-broker; the JVM shares the same two cores).
+#   (scripts/deps.sh kafka-broker; the JVM shares the same two cores). Its log is kept in /dev/shm, as a broker
+#   on other machines would not write to this disk; BROKER_DIR=disk puts it beside the click log.
 # MODE=up: `traffoflex up` on the embedded backends (the same process also ingests every click into its
 #   embedded analytics store).
 #
@@ -36,10 +37,11 @@ WORK="$(mktemp -d)"
 # The broker stands in for a Kafka cluster on other machines: by default its log is kept in memory, so that its
 # writes (flushed by the kernel in bursts) don't land on the disk the click log syncs to. BROKER_DIR=disk puts
 # it beside the click log instead.
-BROKER_DIR="${BROKER_DIR:-memory}"
-case "$BROKER_DIR" in
-  memory) BROKER_DIR="$(mktemp -d -p /dev/shm 2>/dev/null || echo "$WORK/kafka")" ;;
+BROKER_SHM=
+case "${BROKER_DIR:-memory}" in
+  memory) BROKER_SHM="$(mktemp -d -p /dev/shm 2>/dev/null || true)"; BROKER_DIR="${BROKER_SHM:-$WORK/kafka}" ;;
   disk) BROKER_DIR="$WORK/kafka" ;;
+  *) echo "BROKER_DIR is memory or disk, not $BROKER_DIR" >&2; rm -rf "$WORK"; exit 2 ;;
 esac
 TF_PORT=18181
 NGINX_PORT=18182
@@ -53,7 +55,7 @@ cleanup() {
   stop_tf
   if [ -f "$WORK/nginx.pid" ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; fi
   if [ -n "${KAFKA_PID:-}" ]; then kill "$KAFKA_PID" 2>/dev/null || true; wait "$KAFKA_PID" 2>/dev/null || true; fi
-  case "$BROKER_DIR" in "$WORK"/*) ;; *) rm -rf "$BROKER_DIR" ;; esac
+  if [ -n "$BROKER_SHM" ]; then rm -rf "$BROKER_SHM"; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
