@@ -8,13 +8,35 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+/// A loopback address nothing listens on, for a server a test starts. Taken below the kernel's ephemeral port
+/// range when there is room: a port `bind(0)` hands out comes from the range outgoing connections take theirs
+/// from, and once the probe let go of it an outgoing connection (to ClickHouse, Kafka, MongoDB) could take it
+/// before the server bound it ("Address already in use"). Each call tries the next port of the process's own
+/// sequence, so tests running side by side are not handed the same one.
 pub fn free_addr() -> SocketAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    if ephemeral_from > LOWEST + 1_000 {
+        let span = ephemeral_from - LOWEST;
+        let start = std::process::id() % span;
+        for _ in 0..span {
+            let port = LOWEST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            if let Ok(addr) = TcpListener::bind(("127.0.0.1", port as u16)).and_then(|l| l.local_addr()) {
+                return addr;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
 }
 
