@@ -59,8 +59,8 @@ enum Node {
     Rule(Arc<Rule>),
 }
 
-/// Compiled rules and subtrees by the SHA-256 of their JSON (equal trees serialise equally), each with its
-/// height, shared by every condition compiled with the same cache.
+/// Compiled rules and subtrees (not whole trees) by the SHA-256 of their JSON (equal trees serialise equally),
+/// each with its height, shared by every condition compiled with the same cache.
 #[derive(Default)]
 pub struct NodeCache(HashMap<[u8; 32], (Node, usize)>);
 
@@ -220,7 +220,7 @@ impl CompiledCondition {
 }
 
 /// The node of `condition`, found at `depth` (the root is 1): from `cache` when an equal one was compiled
-/// before, else compiled and kept there.
+/// before, else compiled, and kept there unless it is the root.
 fn compile_node(condition: &Condition, depth: usize, cache: &mut NodeCache) -> Result<Node, String> {
     let too_deep = || format!("conditions nest deeper than {MAX_CONDITION_DEPTH} levels");
     if depth > MAX_CONDITION_DEPTH {
@@ -232,7 +232,9 @@ fn compile_node(condition: &Condition, depth: usize, cache: &mut NodeCache) -> R
         return if depth + height - 1 > MAX_CONDITION_DEPTH { Err(too_deep()) } else { Ok(node.clone()) };
     }
     let node = compile_new(condition, depth, cache)?;
-    if let Some(k) = key {
+    // Whole trees are not kept: whoever compiles many keeps those (the snapshot builder does, by the same key),
+    // and with conditions that all differ they would be most of the cache.
+    if let Some(k) = key.filter(|_| depth > 1) {
         cache.0.insert(k, (node.clone(), node.height()));
     }
     Ok(node)
