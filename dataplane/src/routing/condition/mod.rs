@@ -219,22 +219,24 @@ impl CompiledCondition {
     }
 }
 
-/// The node of `condition`, found at `depth` (the root is 1): from `cache` when an equal one was compiled
-/// before, else compiled, and kept there unless it is the root.
+/// The node of `condition`, found at `depth` (the root is 1). Below the root: from `cache` when an equal one
+/// was compiled before, else compiled and kept there. Whole trees are neither looked up nor kept: whoever
+/// compiles many keeps those (the snapshot builder does, by the same key, so a root's JSON is hashed once), and
+/// with conditions that all differ they would be most of the cache.
 fn compile_node(condition: &Condition, depth: usize, cache: &mut NodeCache) -> Result<Node, String> {
     let too_deep = || format!("conditions nest deeper than {MAX_CONDITION_DEPTH} levels");
     if depth > MAX_CONDITION_DEPTH {
         return Err(too_deep());
     }
-    let key: Option<[u8; 32]> = serde_json::to_vec(condition).ok().map(|json| Sha256::digest(&json).into());
+    let key = (depth > 1)
+        .then(|| serde_json::to_vec(condition).ok().map(|json| <[u8; 32]>::from(Sha256::digest(&json))))
+        .flatten();
     if let Some((node, height)) = key.and_then(|k| cache.0.get(&k)) {
         // The same subtree may sit deeper here than where it was compiled.
         return if depth + height - 1 > MAX_CONDITION_DEPTH { Err(too_deep()) } else { Ok(node.clone()) };
     }
     let node = compile_new(condition, depth, cache)?;
-    // Whole trees are not kept: whoever compiles many keeps those (the snapshot builder does, by the same key),
-    // and with conditions that all differ they would be most of the cache.
-    if let Some(k) = key.filter(|_| depth > 1) {
+    if let Some(k) = key {
         cache.0.insert(k, (node.clone(), node.height()));
     }
     Ok(node)

@@ -73,9 +73,9 @@ impl Interner {
 /// Fingerprint -> ID while building, sorted by fingerprint, so that [`freeze`] only has to let go of spare
 /// room. A small sorted `Vec` rather than a map: a load holds two of these per campaign until it is done, and
 /// with 10,000 campaigns their hash tables took more than 8 MiB at the peak of a load.
-pub(super) type FpMap = Vec<([u8; 4], Option<Arc<str>>)>;
+pub(super) type FpList = Vec<([u8; 4], Option<Arc<str>>)>;
 
-pub(super) fn freeze(map: FpMap) -> FingerprintIndex {
+pub(super) fn freeze(map: FpList) -> FingerprintIndex {
     map.into_boxed_slice()
 }
 
@@ -118,7 +118,7 @@ pub struct SnapshotBuilder {
     camps: Vec<CampaignEntry>,
     dests: Vec<DestinationEntry>,
     per_campaign: Vec<Vec<StreamEntry>>,
-    fingerprints: Vec<(FpMap, FpMap)>,
+    fingerprints: Vec<(FpList, FpList)>,
     seen_streams: HashSet<Arc<str>>,
     intern: Interner,
     w: Warnings,
@@ -345,7 +345,7 @@ fn campaign(
 }
 
 /// Adds `id` under `fp`; false when another ID already has the fingerprint (it becomes ambiguous).
-pub(super) fn index_fp(map: &mut FpMap, fp: [u8; 4], id: &Arc<str>) -> bool {
+pub(super) fn index_fp(map: &mut FpList, fp: [u8; 4], id: &Arc<str>) -> bool {
     match map.binary_search_by(|(k, _)| k.cmp(&fp)) {
         Err(at) => {
             reserve_one(map);
@@ -365,7 +365,7 @@ pub(super) fn index_fp(map: &mut FpMap, fp: [u8; 4], id: &Arc<str>) -> bool {
 
 fn index_stream_fingerprints(
     campaign_id: &str,
-    (streams, destinations): &mut (FpMap, FpMap),
+    (streams, destinations): &mut (FpList, FpList),
     id: &Arc<str>,
     spec: &StreamSpec,
     intern: &mut Interner,
